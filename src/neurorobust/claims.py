@@ -1,0 +1,188 @@
+"""Papers' claims, machine-readable (``claims/NAME.toml``), and the verdict rule of DESIGN §7.
+
+A claims file::
+
+    paper = "Liu, Li, Chen - Evaluating adversarial robustness in simulated cerebellum"
+    seed = "003"
+
+    [[claims]]
+    id = "t2-base-fgsm-0.1"          # unique within the file
+    table = "Table 2"                # table or figure
+    row = "Base"
+    dataset = "mnist"
+    metric = "accuracy"              # our metric name in the store
+    attack = "fgsm"                  # our attack key ("clean", "noise", "blur", or a registry key)
+    settings = { loss = "mse" }      # the paper's attack settings, for the reader
+    eps = 0.1
+    norm = "linf"
+    value = 36.8                     # in `unit`
+    sd = 0.0
+    unit = "percent"                 # percent | fraction | raw
+    kind = "absolute"                # absolute | relative | qualitative
+    headline = true                  # false for the other of two disagreeing tables (footnoted)
+    footnote = ""
+    comparable = true                # false where our setting differs (stand-in data, reduced scale)
+    reason = ""                      # why not comparable
+    experiment = "cerebellum_mnist"  # where our number is in the store
+    model = "rc+ltd"
+    baseline_model = ""              # relative claims: ours = model / baseline_model
+
+Verdicts
+--------
+* **reproduced**: absolute claims, ``|ours - value| <= max(2 sd, tol)`` with ``tol`` = 3 points for
+  percent, 0.03 for fraction and ``max(2 sd, 3% of |value|)`` for raw metrics (our reading of
+  "3 points" for non-percentages, stated in docs); relative claims ("about doubles"): the ratio
+  ``ours_model / ours_baseline`` has the claimed direction and is within 25% of ``value``;
+* **not reproduced**: otherwise;
+* **not judged**: qualitative claims without numbers;
+* **not comparable**: ``comparable = false`` (our number is still shown);
+* **not run**: no number of ours in the store yet.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import SpecError
+
+__all__ = ["Claim", "ClaimsFile", "Verdict", "judge", "load_claims", "ours_for"]
+
+
+class Claim(BaseModel):
+    """One claim of a paper."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    table: str
+    row: str = ""
+    dataset: str
+    metric: str
+    attack: str = "clean"
+    settings: dict[str, Any] = Field(default_factory=dict)
+    eps: float | None = None
+    norm: Literal["linf", "l2", "l0", "none"] = "none"
+    value: float | None = None
+    sd: float = Field(default=0.0, ge=0)
+    unit: Literal["percent", "fraction", "raw"] = "percent"
+    kind: Literal["absolute", "relative", "qualitative"] = "absolute"
+    headline: bool = True
+    footnote: str = ""
+    comparable: bool = True
+    reason: str = ""
+    experiment: str = ""
+    model: str = ""
+    baseline_model: str = ""
+    text: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Claim:
+        if self.kind != "qualitative" and self.value is None:
+            raise ValueError("absolute and relative claims need a value")
+        if self.kind == "relative" and not self.baseline_model:
+            raise ValueError("relative claims need baseline_model")
+        if not self.comparable and not self.reason:
+            raise ValueError("say why a claim is not comparable (reason)")
+        return self
+
+
+class ClaimsFile(BaseModel):
+    """A paper's claims file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    paper: str
+    seed: str
+    claims: list[Claim]
+
+    @model_validator(mode="after")
+    def _unique(self) -> ClaimsFile:
+        ids = [c.id for c in self.claims]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate claim ids: {sorted(dup)}")
+        return self
+
+
+Verdict = Literal["reproduced", "not reproduced", "not judged", "not comparable", "not run"]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A claim, our number (in the claim's unit) and the verdict."""
+
+    claim: Claim
+    ours: float | None
+    verdict: Verdict
+    tolerance: float | None
+
+
+def load_claims(path: str | Path) -> ClaimsFile:
+    """Read and validate ``claims/NAME.toml``; errors name the file and key path."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: claims file not found.")
+    try:
+        return ClaimsFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc}).") from None
+    except ValidationError as err:
+        probs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise SpecError(f"{path}: invalid claims file: {probs}") from None
+
+
+def _tolerance(claim: Claim) -> float:
+    assert claim.value is not None
+    base = {"percent": 3.0, "fraction": 0.03}.get(claim.unit, 0.03 * abs(claim.value))
+    return max(2 * claim.sd, base)
+
+
+def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Judgement:
+    """Verdict for ``claim`` given our number (and our baseline's, for relative claims).
+
+    ``ours`` and ``baseline`` are in the claim's unit (percent claims: pass percent).
+
+    Examples
+    --------
+    >>> c = Claim(id="a", table="T2", dataset="mnist", metric="accuracy", value=36.8)
+    >>> judge(c, 38.0).verdict
+    'reproduced'
+    >>> judge(c, 45.0).verdict
+    'not reproduced'
+    """
+    if claim.kind == "qualitative":
+        return Judgement(claim, ours, "not judged", None)
+    if ours is None or (isinstance(ours, float) and math.isnan(ours)):
+        return Judgement(claim, ours, "not run", None)
+    if not claim.comparable:
+        return Judgement(claim, ours, "not comparable", None)
+    assert claim.value is not None
+    if claim.kind == "relative":
+        if baseline is None or baseline == 0:
+            return Judgement(claim, None, "not run", None)
+        ratio = ours / baseline
+        same_direction = (ratio - 1) * (claim.value - 1) > 0 or (ratio == 1 and claim.value == 1)
+        ok = same_direction and abs(ratio - claim.value) <= 0.25 * abs(claim.value)
+        return Judgement(claim, ratio, "reproduced" if ok else "not reproduced", 0.25 * abs(claim.value))
+    tol = _tolerance(claim)
+    return Judgement(claim, ours, "reproduced" if abs(ours - claim.value) <= tol else "not reproduced", tol)
+
+
+def ours_for(claim: Claim, rows: list[dict[str, Any]], model: str | None = None) -> float | None:
+    """Our latest number for ``claim`` among store rows, converted to the claim's unit."""
+    model = model or claim.model
+    match = [r for r in rows if r["experiment"] == claim.experiment and r["model"] == model
+             and r["metric"] == claim.metric and r["attack"] == claim.attack and r["dataset"] == claim.dataset
+             and (claim.eps is None or (r["eps"] is not None and abs(r["eps"] - claim.eps) < 1e-9))]
+    if not match:
+        return None
+    value = max(match, key=lambda r: r["run_id"])["value"]
+    if value is None:
+        return None
+    return 100 * value if claim.unit == "percent" else value

@@ -1,0 +1,302 @@
+"""The ``neurorobust`` command line (typer); the only place that renders rich output.
+
+Every :class:`~neurorobust.errors.NeuroRobustError` becomes one line on stderr and exit code 2,
+never a traceback. Ctrl-C stops cleanly: rows already measured are in the store.
+"""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from .errors import NeuroRobustError, SpecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Biologically inspired adversarial robustness: train, attack, check for masking, report.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: where they are, and downloads for users with internet.")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="SQLite results store (default: $NEURO_STORE or runs/results.db).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even when a cached checkpoint / result exists.")]
+FullOpt = Annotated[bool, typer.Option("--full", help="Paper scale: apply the spec's [full] overrides (hours).")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Look here first for datasets.")]
+
+
+def _configs_dir() -> Path:
+    from .data.search import REPO_ROOT
+
+    local = Path("configs")
+    return local if local.is_dir() else REPO_ROOT / "configs"
+
+
+class _RichProgress:
+    """Renders progress events from the library as rich progress bars."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=err_console, transient=False)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _RichProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        stage = event.get("stage")
+        if stage == "train":
+            key = f"train-{event['epoch']}"
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(f"train epoch {event['epoch']}/{event['epochs']}",
+                                                         total=event["steps"], info="")
+            self.progress.update(self.tasks[key], completed=event["step"], info=f"loss {event['loss']:.4f}")
+        elif stage == "epoch":
+            key = f"train-{event['epoch']}"
+            if key in self.tasks:
+                self.progress.update(self.tasks[key], info=f"loss {event['loss']:.4f} acc {100 * event['train_acc']:.2f}%")
+        elif stage in ("evaluate", "attack"):
+            key = stage
+            if key not in self.tasks:
+                self.tasks[key] = self.progress.add_task(stage, total=event["steps"], info="")
+            self.progress.update(self.tasks[key], completed=event["step"], total=event["steps"],
+                                 info=str(event.get("what", "")))
+
+
+def _summary_table(title: str, rows: list[Any]) -> Table:
+    table = Table(title=title)
+    for col in ("model", "dataset", "attack", "strength", "metric", "value", "95% CI", "n"):
+        table.add_column(col, justify="right" if col in ("value", "n", "strength") else "left")
+    for r in rows:
+        r = r if isinstance(r, dict) else r.__dict__
+        ci = r["params"].get("ci95")
+        pct = r["metric"].endswith("accuracy") or r["metric"] == "success_rate"
+        value = "—" if r["value"] is None else (f"{100 * r['value']:.2f}%" if pct else f"{r['value']:.4g}")
+        table.add_row(r["model"], r["dataset"] + (" (approx.)" if r.get("approximate") else ""), r["attack"],
+                      "" if r["eps"] is None else f"{r['eps']:g}", r["metric"], value,
+                      f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci and pct else "", str(r["n"] or ""))
+    return table
+
+
+@app.command("list")
+def list_cmd(
+    kind: Annotated[str, typer.Argument(help="datasets, models, mechanisms, attacks, distortions, experiments or all")] = "all",
+) -> None:
+    """List what is registered (name, summary, paper)."""
+    from .attacks import ATTACKS
+    from .data import DATASETS, DISTORTIONS
+    from .mechanisms import MECHANISMS
+    from .models import MODELS
+
+    registries = {"datasets": DATASETS, "models": MODELS, "mechanisms": MECHANISMS, "attacks": ATTACKS,
+                  "distortions": DISTORTIONS}
+    kinds = [*registries, "experiments"] if kind == "all" else [kind]
+    for k in kinds:
+        if k == "experiments":
+            table = Table(title="experiments (configs/*.toml; `neurorobust repro NAME`)")
+            table.add_column("name")
+            table.add_column("description")
+            for path in sorted(_configs_dir().glob("*.toml")):
+                try:
+                    desc = tomllib.loads(path.read_text()).get("description", "")
+                except tomllib.TOMLDecodeError:
+                    desc = "(invalid TOML)"
+                table.add_row(path.stem, str(desc))
+            console.print(table)
+            continue
+        if k not in registries:
+            raise SpecError(f"Unknown kind {k!r}; use one of: {', '.join([*registries, 'experiments', 'all'])}.")
+        table = Table(title=k)
+        for col in ("name", "summary", "paper"):
+            table.add_column(col, overflow="fold")
+        for entry in registries[k]:
+            table.add_row(entry.name, entry.summary, entry.paper or "")
+        if not len(registries[k]):
+            table.add_row("(none yet)", "", "")
+        console.print(table)
+
+
+@data_app.command("info")
+def data_info(name: Annotated[str | None, typer.Argument(help="dataset (default: all)")] = None,
+              data_dir: DataDirOpt = None) -> None:
+    """Where each dataset is found, its size, shape and caveats."""
+    from .data import DATASETS, INFOS, locate_dataset
+    from .errors import DataError
+
+    names = [DATASETS.get(name).name] if name else DATASETS.names()
+    table = Table(title="datasets")
+    for col in ("name", "found at", "train", "test", "shape", "classes", "notes"):
+        table.add_column(col, overflow="fold")
+    for n in names:
+        info = INFOS[n]
+        try:
+            where = str(locate_dataset(n, data_dir) or "generated")
+        except DataError:
+            where = f"[red]missing[/red]: {info.how_to_get}"
+        note = ("approximate: " if info.approximate else "") + info.note
+        table.add_row(n, where, f"{info.n_train:,}", f"{info.n_test:,}", "x".join(map(str, info.shape)),
+                      str(len(info.classes)), note)
+    console.print(table)
+
+
+@data_app.command("download")
+def data_download(name: str, data_dir: DataDirOpt = None) -> None:
+    """Download NAME (mnist, fashion-mnist, cifar10) and verify its md5s. Needs internet."""
+    from .data import DATASETS
+    from .data.download import download_dataset
+
+    DATASETS.get(name)
+    folder = download_dataset(name, data_dir, progress=lambda msg: err_console.print(msg))
+    console.print(f"{name}: ready in {folder}")
+
+
+def _run(spec_path: Path, *, store: Path | None, force: bool, full: bool, evaluate: bool,
+         suite: str | None = None, n: int | None = None, experiment: str | None = None) -> Any:
+    from .experiments.runner import run_experiment
+    from .specs import load_spec, parse_spec
+    from .store import ResultsStore
+
+    spec = load_spec(spec_path, full=full)
+    overrides = {k: v for k, v in (("suite", suite), ("n", n)) if v is not None}
+    if overrides:
+        raw = spec.model_dump(mode="json")
+        raw["evaluate"].update(overrides)
+        spec = parse_spec(raw, source=f"{spec_path} (with command-line overrides)")
+    with ResultsStore(store) as st, _RichProgress() as progress:
+        outcome = run_experiment(spec, store=st, experiment=experiment, force=force, evaluate_model=evaluate,
+                                 progress=progress)
+        return outcome, st.path
+
+
+@app.command()
+def train(spec: Path, force: ForceOpt = False, full: FullOpt = False, store: StoreOpt = None) -> None:
+    """Train the model of SPEC (a TOML file); a cached checkpoint with the same train key is reused."""
+    outcome, _ = _run(spec, store=store, force=force, full=full, evaluate=False)
+    hist = outcome.history[-1] if outcome.history else {}
+    state = "loaded from cache" if outcome.train_cached else "trained"
+    acc = f", last epoch train accuracy {100 * hist['train_acc']:.2f}%" if "train_acc" in hist else ""
+    console.print(f"{outcome.spec.name}: {state} (train key {outcome.train_key}){acc}")
+
+
+@app.command()
+def evaluate(
+    spec: Path,
+    suite: Annotated[str | None, typer.Option(help="quick, seed-paper, full or none (default: the spec's)")] = None,
+    n: Annotated[int | None, typer.Option(help="evaluation subset size (default: the spec's)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="experiment name in the store (default: spec name)")] = None,
+    force: ForceOpt = False, full: FullOpt = False, store: StoreOpt = None,
+) -> None:
+    """Train (or load) SPEC's model, evaluate it and write every row to the store."""
+    outcome, path = _run(spec, store=store, force=force, full=full, evaluate=True, suite=suite, n=n,
+                         experiment=experiment)
+    console.print(_summary_table(f"{outcome.spec.name}" + (" (cached results)" if outcome.eval_cached else ""),
+                                 outcome.rows))
+    _print_checklist(outcome)
+    console.print(f"results in {path} (run {outcome.run_id}); `neurorobust report {experiment or outcome.spec.name}` draws them")
+
+
+def _print_checklist(outcome: Any) -> None:
+    checks = getattr(outcome, "checks", None)
+    if not checks:
+        return
+    table = Table(title="gradient-masking checklist")
+    for col in ("check", "result", "value", "threshold", "advice"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        table.add_row(c.name, "pass" if c.passed else "[red]FAIL[/red]", f"{c.value:.4g}" if c.value is not None else "",
+                      f"{c.threshold:.4g}" if c.threshold is not None else "", c.advice if not c.passed else "")
+    console.print(table)
+
+
+@app.command()
+def repro(name: str, full: FullOpt = False, force: ForceOpt = False, store: StoreOpt = None,
+          out: Annotated[Path, typer.Option(help="report folder root")] = Path("reports")) -> None:
+    """Reproduce an experiment: run configs/NAME.toml, then write reports/NAME/."""
+    from .report import build_report
+    from .store import ResultsStore
+
+    path = _configs_dir() / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(_configs_dir().glob("*.toml")))
+        raise SpecError(f"No experiment {name!r}: {path} does not exist. Known: {known}.")
+    outcome, store_path = _run(path, store=store, force=force, full=full, evaluate=True)
+    console.print(_summary_table(name, outcome.rows))
+    _print_checklist(outcome)
+    with ResultsStore(store_path) as st:
+        folder = build_report(st, outcome.spec.name, out)
+    console.print(f"report: {folder / 'index.html'}")
+
+
+@app.command()
+def report(
+    name: Annotated[str, typer.Argument(help="experiment name, or 'all'")] = "all",
+    store: StoreOpt = None,
+    out: Annotated[Path, typer.Option(help="report folder root")] = Path("reports"),
+) -> None:
+    """Write reports/NAME/report.md and index.html (figures, tables, checklist) from the store."""
+    from .report import build_report
+    from .store import ResultsStore, default_store_path
+
+    path = store or default_store_path()
+    if not Path(path).is_file():
+        raise SpecError(f"No results store at {path}. Run `neurorobust evaluate SPEC` or `make demo` first.")
+    with ResultsStore(path) as st:
+        folder = build_report(st, name, out)
+    console.print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")
+
+
+@app.command()
+def demo(
+    store: StoreOpt = None,
+    out: Annotated[Path, typer.Option(help="report folder root")] = Path("reports"),
+    force: ForceOpt = False,
+) -> None:
+    """Train the MNIST MLP and CNN, evaluate both (clean, noise, blur, quick attacks), write reports/demo/."""
+    from .report import build_report
+    from .store import ResultsStore
+
+    rows: list[Any] = []
+    store_path = None
+    for name in ("mnist_mlp", "mnist_cnn"):
+        outcome, store_path = _run(_configs_dir() / f"{name}.toml", store=store, force=force, full=False,
+                                   evaluate=True, experiment="demo")
+        rows += outcome.rows
+        _print_checklist(outcome)
+    console.print(_summary_table("demo: MNIST MLP vs CNN", [r for r in rows if _is_headline(r)]))
+    with ResultsStore(store_path) as st:
+        folder = build_report(st, "demo", out)
+    console.print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")
+
+
+def _is_headline(row: Any) -> bool:
+    r = row if isinstance(row, dict) else row.__dict__
+    return r["metric"] == "accuracy"
+
+
+def main() -> None:
+    """Entry point: run the app, turning our errors into one clear message and exit code 2."""
+    try:
+        app()
+    except NeuroRobustError as exc:
+        err_console.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: rows measured so far are in the results store; run again to resume.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The one metrics module: every number the seeds report, each with its source.
+
+All functions take plain tensors (or arrays) and return Python floats, so they are trivially
+testable and independent of how the predictions were produced.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = [
+    "accuracy",
+    "adversarial_accuracy",
+    "attack_success_rate",
+    "balanced_accuracy",
+    "jsma_score",
+    "mean_sd",
+    "median_finite",
+    "median_min_eps",
+    "perturbation_score",
+    "robust_accuracy",
+    "wilson_interval",
+]
+
+
+def _np(a: torch.Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of ``pred == y`` (``pred`` may be logits (N, K) or labels (N,))."""
+    if pred.dim() == 2:
+        pred = pred.argmax(1)
+    return float((pred == y).float().mean()) if len(y) else float("nan")
+
+
+def balanced_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean per-class recall (for imbalanced sets such as caltech10; foveation, DESIGN §9)."""
+    if pred.dim() == 2:
+        pred = pred.argmax(1)
+    recalls = [float((pred[y == c] == c).float().mean()) for c in torch.unique(y)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion k/n (DESIGN §4).
+
+    .. math:: \\frac{\\hat p + z^2/2n \\pm z\\sqrt{\\hat p(1-\\hat p)/n + z^2/4n^2}}{1 + z^2/n}
+
+    Examples
+    --------
+    >>> lo, hi = wilson_interval(50, 100)
+    >>> round(lo, 3), round(hi, 3)
+    (0.404, 0.596)
+    """
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def robust_accuracy(clean_correct: torch.Tensor, success: torch.Tensor) -> float:
+    """Fraction of all inputs that are classified correctly *and* survive the attack."""
+    return float((clean_correct & ~success).float().mean())
+
+
+def attack_success_rate(clean_correct: torch.Tensor, success: torch.Tensor) -> float:
+    """Fraction of the clean-correct inputs that the attack fools."""
+    n = int(clean_correct.sum())
+    return float((success & clean_correct).sum()) / n if n else float("nan")
+
+
+def adversarial_accuracy(n_clean_errors: int, n_successes: int, n: int) -> float:
+    """Foveation thesis: ``1 - (M + A) / N`` with M clean errors and A successful attacks."""
+    return 1.0 - (n_clean_errors + n_successes) / n if n else float("nan")
+
+
+def median_finite(values: torch.Tensor | np.ndarray) -> float:
+    """Median over finite values (``inf`` = never fooled counts as larger than all others)."""
+    v = _np(values).astype(float)
+    v = v[~np.isnan(v)]
+    return float(np.median(v)) if v.size else float("nan")
+
+
+def median_min_eps(min_eps: torch.Tensor, clean_correct: torch.Tensor) -> tuple[float, float, int]:
+    """Sleep paper: median (and mean) minimal FGSM eps over clean-correct inputs.
+
+    Inputs misclassified before the attack are excluded and counted (DESIGN §9). Inputs never
+    fooled within the eps grid carry ``inf`` and enter the median as larger than all others; the
+    mean is taken over finite values only.
+
+    Returns
+    -------
+    (median, mean_of_finite, n_excluded)
+    """
+    e = _np(min_eps).astype(float)[_np(clean_correct).astype(bool)]
+    finite = e[np.isfinite(e)]
+    median = float(np.median(e)) if e.size else float("nan")
+    return median, float(finite.mean()) if finite.size else float("nan"), int((~_np(clean_correct)).sum())
+
+
+def perturbation_score(l2: torch.Tensor, success: torch.Tensor, dim: int) -> float:
+    """Sleep paper's score for DeepFool / C&W / Boundary: median of ||delta||_2^2 / N over successes.
+
+    .. math:: S_A = \\operatorname{median}_i \\; \\lVert x_i^{adv} - x_i \\rVert_2^2 / N
+    """
+    d = _np(l2).astype(float)[_np(success).astype(bool)]
+    return float(np.median(d**2) / dim) if d.size else float("nan")
+
+
+def jsma_score(l2: torch.Tensor, success: torch.Tensor, dim: int) -> float:
+    """JSMA's score as the sleep paper defines it: the same median squared L2 / N."""
+    return perturbation_score(l2, success, dim)
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation over seeds (sd = 0 for one value)."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

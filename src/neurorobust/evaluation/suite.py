@@ -1,0 +1,115 @@
+"""Evaluation suites: clean accuracy, distortion curves and the attack suites (DESIGN §5).
+
+``evaluate(model, dataset, spec)`` returns :class:`~neurorobust.store.ResultRow` s; the runner
+writes them to the store. Every accuracy row carries n and its 95% Wilson interval in ``params``.
+The evaluation subset is seeded and class-balanced (:func:`~neurorobust.data.balanced_subset`)
+so every model of an experiment sees the same images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import Dataset, balanced_subset, gaussian_blur, gaussian_noise
+from ..specs import EvalSpec
+from ..store import ResultRow
+from ..training.loop import predict_logits
+from .metrics import balanced_accuracy, wilson_interval
+
+__all__ = ["accuracy_row", "evaluate", "evaluation_subset"]
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def evaluation_subset(dataset: Dataset, spec: EvalSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(indices, x, y)`` of the seeded, class-balanced test subset of size ``spec.n``."""
+    idx = balanced_subset(dataset.y_test, spec.n, seed=spec.subset_seed)
+    return idx, dataset.x_test[idx], dataset.y_test[idx]
+
+
+def accuracy_row(base: dict[str, Any], correct: torch.Tensor, *, attack: str, metric: str = "accuracy",
+                 eps: float | None = None, params: dict[str, Any] | None = None, seconds: float | None = None
+                 ) -> ResultRow:
+    """A result row for an accuracy with n and its Wilson interval in ``params``."""
+    k, n = int(correct.sum()), int(correct.numel())
+    lo, hi = wilson_interval(k, n)
+    return ResultRow(**base, attack=attack, metric=metric, value=k / n if n else float("nan"), n=n, eps=eps,
+                     params={**(params or {}), "ci95": [round(lo, 5), round(hi, 5)]}, seconds=seconds)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    spec: EvalSpec,
+    *,
+    experiment: str,
+    label: str,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    sink: Callable[[list[ResultRow]], Any] | None = None,
+) -> list[ResultRow]:
+    """Clean accuracy, noise and blur curves, and the spec's attack suite, as result rows.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps images in [0, 1] to logits.
+    dataset : Dataset
+    spec : EvalSpec
+        Subset size, grids and suite.
+    experiment, label : str
+        Names stored with every row (experiment; model label).
+    seed : int, default=0
+        Seed of the noise draws and of the attacks' randomness.
+    progress : callable, optional
+        Called with ``{"stage": "evaluate", "step", "steps", "what"}``.
+    sink : callable, optional
+        Receives each finished group of rows at once (the runner writes them to the store), so a
+        run killed half-way keeps what it measured.
+    """
+    _, x, y = evaluation_subset(dataset, spec)
+    base = {"experiment": experiment, "model": label, "dataset": dataset.name, "seed": seed,
+            "approximate": dataset.approximate}
+    rows: list[ResultRow] = []
+    steps = 1 + len(spec.noise_sigmas) + len(spec.blur_sigmas)
+    done = flushed = 0
+
+    def tick(what: str) -> None:
+        nonlocal done, flushed
+        done += 1
+        if sink is not None and len(rows) > flushed:
+            sink(rows[flushed:])
+            flushed = len(rows)
+        if progress is not None:
+            progress({"stage": "evaluate", "step": done, "steps": steps, "what": what})
+
+    start = time.perf_counter()
+    logits = predict_logits(model, x, spec.batch_size)
+    rows.append(accuracy_row(base, logits.argmax(1) == y, attack="clean", seconds=time.perf_counter() - start))
+    rows.append(ResultRow(**base, attack="clean", metric="balanced_accuracy", value=balanced_accuracy(logits, y),
+                          n=len(y)))
+    tick("clean")
+    gen = torch.Generator().manual_seed(seed)
+    for sigma in spec.noise_sigmas:
+        start = time.perf_counter()
+        pred = predict_logits(model, gaussian_noise(x, sigma, generator=gen), spec.batch_size).argmax(1)
+        rows.append(accuracy_row(base, pred == y, attack="noise", eps=sigma, params={"sigma": sigma},
+                                 seconds=time.perf_counter() - start))
+        tick(f"noise sigma={sigma}")
+    for sigma in spec.blur_sigmas:
+        start = time.perf_counter()
+        pred = predict_logits(model, gaussian_blur(x, sigma), spec.batch_size).argmax(1)
+        rows.append(accuracy_row(base, pred == y, attack="blur", eps=sigma, params={"sigma": sigma},
+                                 seconds=time.perf_counter() - start))
+        tick(f"blur sigma={sigma}")
+    if spec.suite != "none":
+        from .attack_suite import run_attack_suite  # the evaluation-engine issue
+
+        attack_rows = run_attack_suite(model, x, y, spec, base=base, seed=seed, progress=progress, sink=sink)
+        rows += attack_rows
+    return rows

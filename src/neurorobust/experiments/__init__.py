@@ -1,0 +1,1 @@
+"""Experiment runner (spec -> stages) and sweeps."""

@@ -1,0 +1,140 @@
+"""Spec -> stages: data, model (+ mechanism), train (cached by train key), evaluate, store (DESIGN §1).
+
+Each stage is a plain function of the previous stage's output; :func:`run_experiment` only calls
+them in order. Checkpoints live in ``<runs_dir>/checkpoints/<train_key>.{safetensors,json}``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data import Dataset, balanced_subset, load_dataset
+from ..evaluation.suite import evaluate
+from ..mechanisms import MECHANISMS
+from ..models import create_model
+from ..specs import ExperimentSpec, eval_key, train_key
+from ..store import ResultRow, ResultsStore
+from ..training import fit, load_checkpoint, save_checkpoint
+from ..training.loop import predict_logits
+
+__all__ = ["RunOutcome", "build_model", "default_runs_dir", "evaluate_stage", "model_label", "run_experiment",
+           "train_stage"]
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def default_runs_dir() -> Path:
+    """``$NEURO_RUNS``, else ``runs/`` under the current directory."""
+    return Path(os.environ.get("NEURO_RUNS", "runs"))
+
+
+def model_label(spec: ExperimentSpec) -> str:
+    """The label stored with result rows: the model name, plus the mechanism if any."""
+    return spec.model.name + (f"+{spec.mechanism.name}" if spec.mechanism else "")
+
+
+@dataclass
+class RunOutcome:
+    """What one run produced."""
+
+    spec: ExperimentSpec
+    model: nn.Module
+    train_key: str
+    eval_key: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    rows: list[ResultRow] = field(default_factory=list)
+    train_cached: bool = False
+    eval_cached: bool = False
+    run_id: int | None = None
+    checkpoint: Path | None = None
+
+
+def build_model(spec: ExperimentSpec, dataset: Dataset) -> nn.Module:
+    """The spec's model for this dataset's input shape and class count (seeded init)."""
+    torch.manual_seed(spec.seed)  # parameter init draws from the global generator; seed it for repeatability
+    params = {"input_shape": dataset.input_shape, "num_classes": dataset.num_classes, **spec.model.params}
+    return create_model(spec.model.name, **params)
+
+
+def train_stage(
+    spec: ExperimentSpec, dataset: Dataset, *, runs_dir: Path | None = None, force: bool = False,
+    progress: ProgressFn | None = None,
+) -> tuple[nn.Module, dict[str, Any], bool]:
+    """Train (or load from the checkpoint cache) and apply the mechanism; returns (model, meta, cached)."""
+    folder = (runs_dir or default_runs_dir()) / "checkpoints"
+    key = train_key(spec)
+    model = build_model(spec, dataset)
+    meta = None if force else load_checkpoint(folder, key, model)
+    cached = meta is not None
+    if meta is None:
+        x, y = dataset.x_train, dataset.y_train
+        if spec.data.train_subset:
+            idx = balanced_subset(y, spec.data.train_subset, seed=spec.seed)
+            x, y = x[idx], y[idx]
+        start = time.perf_counter()
+        t = spec.train
+        model, history = fit(
+            model, x, y, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, l1=t.l1,
+            loss=t.loss, batch_size=t.batch_size, epochs=t.epochs, schedule=t.schedule, milestones=t.milestones,
+            gamma=t.gamma, seed=spec.seed, progress=progress,
+        )
+        if spec.mechanism is not None:
+            model = MECHANISMS.create(spec.mechanism.name, model=model, data=dataset, **spec.mechanism.params)
+        test_acc = float((predict_logits(model, dataset.x_test).argmax(1) == dataset.y_test).float().mean())
+        meta = {"train_key": key, "spec": spec.model_dump(mode="json"), "history": history.epochs,
+                "test_accuracy": test_acc, "train_seconds": time.perf_counter() - start}
+        save_checkpoint(folder, key, model, meta)
+    model.eval()
+    return model, meta, cached
+
+
+def evaluate_stage(
+    spec: ExperimentSpec, model: nn.Module, dataset: Dataset, *, store: ResultsStore, experiment: str | None = None,
+    force: bool = False, progress: ProgressFn | None = None,
+) -> tuple[list[dict[str, Any]] | list[ResultRow], int | None, bool]:
+    """Evaluate and write rows to the store; a finished run with the same eval key is reused."""
+    ekey = eval_key(spec)
+    experiment = experiment or spec.name
+    if not force:
+        done = store.finished_run(ekey)
+        if done is not None:
+            rows = [r for r in store.results(run_id=done["id"]) if r["experiment"] == experiment]
+            if rows:
+                return rows, done["id"], True
+    run_id = store.start_run(experiment, "evaluate", spec=spec.model_dump(mode="json"), train_key=train_key(spec),
+                             eval_key=ekey)
+    try:
+        rows = evaluate(model, dataset, spec.evaluate, experiment=experiment, label=model_label(spec), seed=spec.seed,
+                        progress=progress,
+                        sink=lambda new: store.add_results(run_id, new))
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(run_id, "done")
+    return rows, run_id, False
+
+
+def run_experiment(
+    spec: ExperimentSpec, *, store: ResultsStore | None, runs_dir: Path | None = None, experiment: str | None = None,
+    force: bool = False, evaluate_model: bool = True, progress: ProgressFn | None = None,
+) -> RunOutcome:
+    """Run every stage of ``spec`` in order and return what it produced."""
+    dataset = load_dataset(spec.data.name, spec.data.data_dir)
+    model, meta, cached = train_stage(spec, dataset, runs_dir=runs_dir, force=force, progress=progress)
+    out = RunOutcome(spec, model, train_key(spec), eval_key(spec), history=meta.get("history", []),
+                     train_cached=cached)
+    if evaluate_model:
+        if store is None:
+            raise ValueError("run_experiment: evaluating needs a results store")
+        rows, run_id, eval_cached = evaluate_stage(spec, model, dataset, store=store, experiment=experiment,
+                                                   force=force, progress=progress)
+        out.rows, out.run_id, out.eval_cached = list(rows), run_id, eval_cached
+    return out

@@ -1,0 +1,13 @@
+"""Mechanism registry: functions or modules that turn or wrap a model (DESIGN §3).
+
+Each mechanism issue (sleep, hebbian, stochastic, sgbn, cerebellum, foveation) registers its
+mechanisms here; a spec's ``[mechanism]`` table names one. Empty until those land.
+"""
+
+from __future__ import annotations
+
+from ..registry import Registry
+
+__all__ = ["MECHANISMS"]
+
+MECHANISMS = Registry("mechanism")

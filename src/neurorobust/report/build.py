@@ -1,0 +1,145 @@
+"""``neurorobust report``: ``reports/<name>/report.md`` and ``index.html`` from the store alone.
+
+For each experiment: a table of clean accuracy per model (n, 95% CI, approximate flag), one
+figure per perturbation (noise, blur, each attack) with one line per model, the per-attack
+table, the gradient-masking checklist per model where one was run, and the paper's claims next
+to our numbers where a claims file maps to the experiment.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Any
+
+from ..store import ResultsStore
+from .figures import curve_figure
+
+__all__ = ["build_report", "latest_rows"]
+
+
+def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep, per (model, dataset, attack, metric, eps, params), the row of the latest run."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        params = {k: v for k, v in r["params"].items() if k != "ci95"}
+        key = (r["model"], r["dataset"], r["attack"], r["metric"], r["eps"], repr(sorted(params.items())))
+        if key not in best or r["run_id"] >= best[key]["run_id"]:
+            best[key] = r
+    return sorted(best.values(), key=lambda r: (r["model"], r["attack"], r["metric"], r["eps"] or 0.0))
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _html_table(header: list[str], body: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[str, str, Any]]:
+    """(kind, title, payload) items shared by the Markdown and HTML renderers."""
+    rows = latest_rows(store.results(experiment=experiment))
+    items: list[tuple[str, str, Any]] = []
+    clean = [r for r in rows if r["attack"] == "clean" and r["metric"] == "accuracy"]
+    body = []
+    for r in clean:
+        lo, hi = r["params"].get("ci95", [None, None])
+        approx = "yes (JPEG CIFAR-10)" if r["approximate"] else "no"
+        body.append([r["model"], r["dataset"], _pct(r["value"]), f"[{_pct(lo)}, {_pct(hi)}]", str(r["n"]), approx])
+    items.append(("table", "Clean accuracy (%)", (["model", "dataset", "accuracy", "95% CI", "n", "approximate"], body)))
+    attacks = sorted({r["attack"] for r in rows if r["attack"] != "clean" and r["eps"] is not None})
+    for attack in attacks:
+        fig = curve_figure(rows, attack, outdir / f"{attack}.png")
+        if fig is not None:
+            items.append(("figure", f"Accuracy under {attack}", fig.name))
+        sub = [r for r in rows if r["attack"] == attack and r["metric"] == "accuracy"]
+        eps_values = sorted({r["eps"] for r in sub})
+        models = sorted({r["model"] for r in sub})
+        table = []
+        for m in models:
+            by_eps = {r["eps"]: r["value"] for r in sub if r["model"] == m}
+            table.append([m] + [_pct(by_eps.get(e)) for e in eps_values])
+        label = "sigma" if attack in ("noise", "blur") else "eps"
+        items.append(("table", f"{attack}: accuracy (%) by {label}", (["model"] + [f"{label}={e:g}" for e in eps_values], table)))
+    other = [r for r in rows if r["metric"] not in ("accuracy",) and r["attack"] != "clean"]
+    if other:
+        body = [[r["model"], r["attack"], r["metric"], "—" if r["eps"] is None else f"{r['eps']:g}",
+                 "—" if r["value"] is None else f"{r['value']:.4g}", str(r["n"])] for r in other]
+        items.append(("table", "Other metrics", (["model", "attack", "metric", "eps", "value", "n"], body)))
+    checks = store.checks(experiment=experiment)
+    if checks:
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for c in checks:
+            latest[(c["model"], c["name"])] = c
+        body = [[c["model"], c["name"], "pass" if c["passed"] else "FAIL",
+                 "—" if c["value"] is None else f"{c['value']:.4g}",
+                 "—" if c["threshold"] is None else f"{c['threshold']:.4g}", c["advice"] or ""]
+                for c in sorted(latest.values(), key=lambda c: (c["model"], c["name"]))]
+        items.append(("table", "Gradient-masking checklist (docs/checks.md)",
+                      (["model", "check", "result", "value", "threshold", "advice"], body)))
+    return items
+
+
+def build_report(store: ResultsStore, name: str, outdir: str | Path = "reports", *,
+                 experiments: list[str] | None = None) -> Path:
+    """Write ``<outdir>/<name>/report.md`` and ``index.html``; returns the report folder.
+
+    Parameters
+    ----------
+    store : ResultsStore
+    name : str
+        Report name (folder); also the experiment shown unless ``experiments`` is given.
+    outdir : path, default='reports'
+    experiments : list of str, optional
+        Experiments to include (default: ``[name]``, or every experiment for ``name='all'``).
+    """
+    from ..errors import StoreError
+
+    folder = Path(outdir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if experiments is None:
+        experiments = store.experiments() if name == "all" else [name]
+    known = set(store.experiments())
+    missing = [e for e in experiments if e not in known]
+    if missing or not experiments:
+        raise StoreError(
+            f"No results for experiment(s) {missing or experiments} in {store.path}. "
+            f"Known experiments: {', '.join(sorted(known)) or 'none yet (run `neurorobust evaluate SPEC`)'}."
+        )
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    md = [f"# neurorobust report: {name}", "", f"Built {stamp} from `{store.path}`.", ""]
+    body_html = [f"<h1>neurorobust report: {html.escape(name)}</h1>",
+                 f"<p>Built {stamp} from <code>{html.escape(str(store.path))}</code>.</p>"]
+    for exp in experiments:
+        sub = folder if len(experiments) == 1 else folder / exp
+        prefix = "" if len(experiments) == 1 else f"{exp}/"
+        md += [f"## Experiment `{exp}`", ""]
+        body_html.append(f"<h2>Experiment <code>{html.escape(exp)}</code></h2>")
+        for kind, title, payload in _sections(store, exp, sub):
+            md += [f"### {title}", ""]
+            body_html.append(f"<h3>{html.escape(title)}</h3>")
+            if kind == "table":
+                md += [_md_table(*payload), ""]
+                body_html.append(_html_table(*payload))
+            else:
+                md += [f"![{title}]({prefix}{payload})", ""]
+                body_html.append(f'<img src="{html.escape(prefix + payload)}" alt="{html.escape(title)}">')
+    (folder / "report.md").write_text("\n".join(md))
+    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right}th{background:#f0f0f0}img{max-width:100%}")
+    (folder / "index.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>neurorobust: {html.escape(name)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body_html)}</body></html>\n"
+    )
+    return folder

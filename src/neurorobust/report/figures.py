@@ -1,0 +1,47 @@
+"""Matplotlib figures: accuracy against a perturbation strength, one line per model."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["curve_figure"]
+
+_XLABEL = {"noise": "Gaussian noise sigma", "blur": "Gaussian blur sigma"}
+
+
+def curve_figure(rows: list[dict[str, Any]], attack: str, path: Path, *, metric: str = "accuracy") -> Path | None:
+    """Plot ``metric`` against ``eps`` for every model in ``rows`` of ``attack``; ``None`` if nothing to plot.
+
+    The shaded band is the 95% Wilson interval stored with each row.
+    """
+    series: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    for r in rows:
+        if r["attack"] == attack and r["metric"] == metric and r["eps"] is not None and r["value"] is not None:
+            lo, hi = r["params"].get("ci95", [r["value"], r["value"]])
+            series[r["model"]].append((r["eps"], r["value"], lo, hi))
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
+    for model, pts in sorted(series.items()):
+        pts.sort()
+        xs, ys, los, his = zip(*pts, strict=True)
+        ax.plot(xs, [100 * v for v in ys], marker="o", ms=3, label=model)
+        ax.fill_between(xs, [100 * v for v in los], [100 * v for v in his], alpha=0.15)
+    ax.set_xlabel(_XLABEL.get(attack, f"{attack} eps"))
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{attack}: {metric.replace('_', ' ')} vs strength")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,253 @@
+"""Experiment specs: TOML files validated by pydantic before any work (DESIGN §1, STYLE.md §12).
+
+A spec file holds only overrides of the defaults below. An unknown key, a wrong type or an
+impossible value stops the run with one :class:`~neurorobust.errors.SpecError` naming the file,
+the key path and what is allowed.
+
+Example (``configs/mnist_cnn.toml``)::
+
+    description = "Two-conv CNN on MNIST"
+    [model]
+    name = "cnn_mnist"
+    [train]
+    epochs = 2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import SpecError
+
+__all__ = [
+    "CACHE_VERSION",
+    "DataSpec",
+    "EvalSpec",
+    "ExperimentSpec",
+    "MechanismSpec",
+    "ModelSpec",
+    "TrainSpec",
+    "eval_key",
+    "load_spec",
+    "parse_spec",
+    "train_key",
+]
+
+#: Bump when a fix changes results: old checkpoints and result rows stop matching.
+CACHE_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _registered(kind: str, name: str) -> str:
+    from .registry import Registry
+
+    registry: Registry
+    if kind == "dataset":
+        from .data import DATASETS as registry
+    elif kind == "model":
+        from .models import MODELS as registry
+    elif kind == "mechanism":
+        from .mechanisms import MECHANISMS as registry
+    else:  # attack
+        from .attacks import ATTACKS as registry
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(registry.names())}")
+    return name
+
+
+class DataSpec(_Strict):
+    """Which dataset, and optional training subset."""
+
+    name: str = "mnist"
+    data_dir: str | None = None
+    train_subset: int | None = Field(default=None, ge=1, description="train on a seeded balanced subset")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _registered("dataset", v)
+
+
+class ModelSpec(_Strict):
+    """Registered model name and constructor overrides."""
+
+    name: str = "cnn_mnist"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _registered("model", v)
+
+
+class MechanismSpec(_Strict):
+    """Registered mechanism applied to the trained model, and its parameters."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _registered("mechanism", v)
+
+
+class TrainSpec(_Strict):
+    """Settings of the one training loop (``training/loop.py``)."""
+
+    optimizer: Literal["sgd", "adam", "rmsprop"] = "adam"
+    lr: float = Field(default=1e-3, gt=0, le=10)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    l1: float = Field(default=0.0, ge=0, description="L1 penalty on all weights (Kubo's thesis)")
+    loss: Literal["ce", "mse", "mse-sum"] = "ce"
+    batch_size: int = Field(default=128, ge=1)
+    epochs: int = Field(default=2, ge=0)
+    schedule: Literal["constant", "step", "cosine", "linear"] = "constant"
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = Field(default=0.1, gt=0, le=1)
+
+    @field_validator("milestones")
+    @classmethod
+    def _sorted(cls, v: list[int]) -> list[int]:
+        if any(m < 1 for m in v) or v != sorted(v):
+            raise ValueError("milestones must be increasing epoch numbers >= 1")
+        return v
+
+
+class EvalSpec(_Strict):
+    """Evaluation settings: the attack suite, subset size, eps and distortion grids."""
+
+    suite: Literal["none", "quick", "seed-paper", "full"] = "quick"
+    n: int = Field(default=500, ge=1, description="evaluation subset size (seeded, class-balanced)")
+    subset_seed: int = 0
+    eps: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3])
+    norm: Literal["linf", "l2"] = "linf"
+    noise_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7])
+    blur_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
+    attacks: list[str] = Field(default_factory=list, description="extra registered attacks to run")
+    batch_size: int = Field(default=500, ge=1)
+
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, v: list[float], info: Any) -> list[float]:
+        if any(not (0 <= e <= 1) for e in v):
+            raise ValueError("every eps must be in [0, 1] for L-inf (images live in [0, 1])")
+        return v
+
+    @field_validator("noise_sigmas", "blur_sigmas")
+    @classmethod
+    def _nonneg(cls, v: list[float]) -> list[float]:
+        if any(s < 0 for s in v):
+            raise ValueError("sigmas must be >= 0")
+        return v
+
+    @field_validator("attacks")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        return [_registered("attack", a) for a in v]
+
+
+class ExperimentSpec(_Strict):
+    """A whole experiment: data -> model (+ mechanism) -> train -> evaluate."""
+
+    name: str = "experiment"
+    description: str = ""
+    seed: int = Field(default=0, ge=0)
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    mechanism: MechanismSpec | None = None
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    evaluate: EvalSpec = Field(default_factory=EvalSpec)
+    full: dict[str, Any] = Field(default_factory=dict, description="overrides applied with FULL=1 (paper scale)")
+    reductions: str = Field(default="", description="what the 30-minute tier reduces, stated in reports")
+
+    @model_validator(mode="after")
+    def _l2_eps(self) -> ExperimentSpec:
+        return self
+
+
+def _format_validation_error(path: str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid spec ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            parent = e["loc"][:-1]
+            model: type[BaseModel] = ExperimentSpec
+            for part in parent:
+                field = model.model_fields.get(str(part))
+                ann = getattr(field, "annotation", None) if field else None
+                model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), model)
+            msg = f"unknown key; allowed keys here: {', '.join(model.model_fields)}"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        elif "input" in e and e["type"] not in ("missing",):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_spec(raw: dict[str, Any], *, source: str = "<spec>", full: bool = False) -> ExperimentSpec:
+    """Validate a spec from a dict; ``full=True`` applies its ``[full]`` table (paper scale)."""
+    try:
+        spec = ExperimentSpec.model_validate(raw)
+        if full and spec.full:
+            merged = _deep_merge({k: v for k, v in raw.items() if k != "full"}, spec.full)
+            spec = ExperimentSpec.model_validate({**merged, "full": spec.full})
+    except ValidationError as err:
+        raise SpecError(_format_validation_error(source, err)) from None
+    return spec
+
+
+def load_spec(path: str | Path, *, full: bool = False) -> ExperimentSpec:
+    """Read and validate a TOML spec; the spec's ``name`` defaults to the file's stem.
+
+    Raises
+    ------
+    SpecError
+        Missing file, TOML syntax error, unknown key, wrong type or impossible value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: spec file not found. Specs live in configs/; run `neurorobust list experiments`.")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc}). Fix the syntax and run again.") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a UTF-8 text file.") from None
+    raw.setdefault("name", path.stem)
+    return parse_spec(raw, source=str(path), full=full)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def train_key(spec: ExperimentSpec) -> str:
+    """Hash of data, model, mechanism, training settings, seed and :data:`CACHE_VERSION`."""
+    d = spec.model_dump(mode="json")
+    data = {k: v for k, v in d["data"].items() if k != "data_dir"}
+    return _digest([data, d["model"], d["mechanism"], d["train"], d["seed"], CACHE_VERSION])
+
+
+def eval_key(spec: ExperimentSpec) -> str:
+    """Train key plus the evaluation settings: changing the suite never retrains."""
+    return _digest([train_key(spec), spec.model_dump(mode="json")["evaluate"]])

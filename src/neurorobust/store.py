@@ -1,0 +1,268 @@
+"""The results store: one SQLite file (stdlib ``sqlite3``, WAL mode, versioned schema).
+
+Tables
+------
+runs
+    One row per train/evaluate/repro run: resolved spec, keys, status, code version (git commit),
+    package versions, start and end time.
+results
+    One row per measured number: run id, experiment, model label, dataset, split, attack or
+    distortion, its parameters, eps, metric, value, n, seed, seconds.
+checks
+    The gradient-masking checklist: run id, model label, check name, passed, value, threshold, advice.
+
+Every ``add_*`` call commits at once, so a process killed mid-run loses nothing already written;
+WAL lets another process read while one writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "ResultRow", "ResultsStore", "code_version", "default_store_path", "package_versions"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    train_key TEXT,
+    eval_key TEXT,
+    spec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    code_version TEXT,
+    packages TEXT,
+    host TEXT,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    message TEXT DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    experiment TEXT NOT NULL,
+    model TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    split TEXT NOT NULL DEFAULT 'test',
+    attack TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    eps REAL,
+    metric TEXT NOT NULL,
+    value REAL,
+    n INTEGER,
+    seed INTEGER,
+    seconds REAL,
+    approximate INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    experiment TEXT NOT NULL,
+    model TEXT NOT NULL,
+    name TEXT NOT NULL,
+    passed INTEGER NOT NULL,
+    value REAL,
+    threshold REAL,
+    advice TEXT DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_by_experiment ON results(experiment, model, attack, metric);
+CREATE INDEX IF NOT EXISTS runs_by_key ON runs(eval_key, status);
+"""
+
+
+@dataclass
+class ResultRow:
+    """One measured number, ready for the ``results`` table."""
+
+    experiment: str
+    model: str
+    dataset: str
+    attack: str
+    metric: str
+    value: float | None
+    n: int | None = None
+    eps: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    split: str = "test"
+    seed: int | None = None
+    seconds: float | None = None
+    approximate: bool = False
+
+
+def default_store_path() -> Path:
+    """``$NEURO_STORE``, else ``runs/results.db`` under the current directory."""
+    return Path(os.environ.get("NEURO_STORE", Path("runs") / "results.db"))
+
+
+def code_version() -> str:
+    """The git commit of the source tree (``+dirty`` if modified), or ``unknown``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that change numbers (torch, numpy, neurorobust, python)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("neurorobust", "torch", "numpy", "scipy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+class ResultsStore:
+    """A results store at ``path`` (created on first use).
+
+    Parameters
+    ----------
+    path : path, optional
+        SQLite file; defaults to :func:`default_store_path`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> store = ResultsStore(pathlib.Path(tempfile.mkdtemp()) / "r.db")
+    >>> run = store.start_run("demo", "evaluate", spec={})
+    >>> store.add_results(run, [ResultRow("demo", "cnn", "mnist", "clean", "accuracy", 0.99, n=100)])
+    >>> store.finish_run(run)
+    >>> store.results(experiment="demo")[0]["value"]
+    0.99
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._conn.executescript(_SCHEMA)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {version}, this neurorobust reads {SCHEMA_VERSION}; "
+                    "use a new store file (--store) or the matching neurorobust version."
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable SQLite results store ({exc}).") from None
+
+    # -- writing -------------------------------------------------------------------------------
+    def start_run(self, name: str, kind: str, *, spec: Mapping[str, Any], train_key: str | None = None,
+                  eval_key: str | None = None) -> int:
+        """Record a run as ``running`` and return its id."""
+        cur = self._conn.execute(
+            "INSERT INTO runs (name, kind, train_key, eval_key, spec, status, code_version, packages, host, started_at)"
+            " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+            (name, kind, train_key, eval_key, json.dumps(spec, sort_keys=True, default=str), code_version(),
+             json.dumps(package_versions()), platform.node(), time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, status: str = "done", message: str = "") -> None:
+        """Mark a run ``done`` or ``failed`` with an end time."""
+        self._conn.execute("UPDATE runs SET status=?, ended_at=?, message=? WHERE id=?",
+                           (status, time.time(), message, run_id))
+
+    def add_results(self, run_id: int, rows: Iterable[ResultRow | Mapping[str, Any]]) -> int:
+        """Insert rows in one committed transaction; returns how many."""
+        now = time.time()
+        data = []
+        for row in rows:
+            r = asdict(row) if isinstance(row, ResultRow) else dict(row)
+            value = r.get("value")
+            data.append((run_id, r["experiment"], r["model"], r["dataset"], r.get("split", "test"), r["attack"],
+                         json.dumps(r.get("params") or {}, sort_keys=True, default=str), r.get("eps"), r["metric"],
+                         None if value is None else float(value), r.get("n"), r.get("seed"), r.get("seconds"),
+                         int(bool(r.get("approximate"))), now))
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT INTO results (run_id, experiment, model, dataset, split, attack, params, eps, metric, value,"
+                " n, seed, seconds, approximate, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
+        return len(data)
+
+    def add_checks(self, run_id: int, experiment: str, model: str, checks: Iterable[Any]) -> None:
+        """Insert checklist results (objects with name, passed, value, threshold, advice)."""
+        now = time.time()
+        with self._conn:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT INTO checks (run_id, experiment, model, name, passed, value, threshold, advice, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                [(run_id, experiment, model, c.name, int(bool(c.passed)), c.value, c.threshold, c.advice, now)
+                 for c in checks])
+
+    # -- reading -------------------------------------------------------------------------------
+    def _select(self, table: str, filters: Mapping[str, Any], order: str = "id") -> list[dict[str, Any]]:
+        allowed = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+        unknown = set(filters) - allowed
+        if unknown:
+            raise StoreError(f"cannot filter {table} by {sorted(unknown)}; columns are {sorted(allowed)}")
+        where = " AND ".join(f"{k} = ?" for k in filters)
+        sql = f"SELECT * FROM {table}" + (f" WHERE {where}" if where else "") + f" ORDER BY {order}"
+        rows = [dict(r) for r in self._conn.execute(sql, tuple(filters.values()))]
+        for r in rows:
+            for key in ("params", "spec", "packages"):
+                if key in r and isinstance(r[key], str):
+                    r[key] = json.loads(r[key])
+        return rows
+
+    def results(self, **filters: Any) -> list[dict[str, Any]]:
+        """Result rows matching equality filters on any column (e.g. ``experiment="demo"``)."""
+        return self._select("results", filters)
+
+    def runs(self, **filters: Any) -> list[dict[str, Any]]:
+        """Run rows matching equality filters."""
+        return self._select("runs", filters)
+
+    def checks(self, **filters: Any) -> list[dict[str, Any]]:
+        """Checklist rows matching equality filters."""
+        return self._select("checks", filters)
+
+    def finished_run(self, eval_key: str) -> dict[str, Any] | None:
+        """The latest ``done`` run with this eval key, if any (evaluation cache)."""
+        rows = self._conn.execute(
+            "SELECT * FROM runs WHERE eval_key=? AND status='done' ORDER BY id DESC LIMIT 1", (eval_key,)
+        ).fetchall()
+        return dict(rows[0]) if rows else None
+
+    def experiments(self) -> list[str]:
+        """Names of experiments that have result rows."""
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT experiment FROM results ORDER BY experiment")]
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,198 @@
+"""The one training loop (after nanoGPT's ``train.py``): read it top to bottom.
+
+``fit(model, x, y, ...)`` trains in place with minibatch SGD / Adam / RMSprop on cross-entropy or
+MSE-on-one-hot, a pure learning-rate schedule, optional L1 and weight decay, seeded shuffling,
+and reports progress through a callback; it returns the model and a per-epoch history.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InvalidParameterError
+from ..validation import Interval, Options, validate_params
+
+__all__ = ["History", "ProgressFn", "fit", "lr_at", "loss_fn", "predict_logits"]
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class History:
+    """Per-epoch records: ``{"epoch", "lr", "loss", "train_acc", "val_acc", "seconds"}``."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.epochs[-1] if self.epochs else {}
+
+
+def lr_at(epoch: int, *, base: float, epochs: int, schedule: str, milestones: list[int] | None = None,
+          gamma: float = 0.1) -> float:
+    """Learning rate for 0-based ``epoch`` (a pure function of its arguments).
+
+    ``constant``: base. ``step``: base * gamma^(number of milestones <= epoch).
+    ``cosine``: base * (1 + cos(pi * epoch / epochs)) / 2. ``linear``: base * (1 - epoch / epochs),
+    the Krotov-Hopfield decay.
+    """
+    if schedule == "constant":
+        return base
+    if schedule == "step":
+        return base * gamma ** sum(1 for m in (milestones or []) if epoch >= m)
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs)))
+    if schedule == "linear":
+        return base * (1 - epoch / max(1, epochs))
+    raise InvalidParameterError("schedule", "lr_at", "'constant', 'step', 'cosine' or 'linear'", schedule)
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce") -> torch.Tensor:
+    """Training loss: ``ce`` cross-entropy; ``mse`` mean over batch and classes of (logit - onehot)^2
+    (cerebellum code); ``mse-sum`` 1/2 sum over classes, mean over batch (sleep code)."""
+    if kind == "ce":
+        return F.cross_entropy(logits, y)
+    onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+    if kind == "mse":
+        return F.mse_loss(logits, onehot)
+    if kind == "mse-sum":
+        return 0.5 * (logits - onehot).pow(2).sum(1).mean()
+    raise InvalidParameterError("loss", "loss_fn", "'ce', 'mse' or 'mse-sum'", kind)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` in eval mode (mode restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next((p.device for p in model.parameters()), x.device)
+        return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def _make_optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=weight_decay)
+
+
+_CONSTRAINTS = {
+    "optimizer": Options(["sgd", "adam", "rmsprop"]),
+    "lr": Interval(float, 0, None, closed="neither"),
+    "loss": Options(["ce", "mse", "mse-sum"]),
+    "batch_size": Interval(int, 1, None),
+    "epochs": Interval(int, 0, None),
+    "weight_decay": Interval(float, 0, None),
+    "l1": Interval(float, 0, None),
+}
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    optimizer: str = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    l1: float = 0.0,
+    loss: str = "ce",
+    batch_size: int = 128,
+    epochs: int = 2,
+    schedule: str = "constant",
+    milestones: list[int] | None = None,
+    gamma: float = 0.1,
+    seed: int = 0,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[nn.Module, History]:
+    """Train ``model`` in place and return it with its :class:`History`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (N, C, H, W) images in [0, 1] to logits.
+    x : torch.Tensor of shape (N, C, H, W)
+        Training images in [0, 1].
+    y : torch.Tensor of shape (N,)
+        Integer labels.
+    optimizer : {'sgd', 'adam', 'rmsprop'}, default='adam'
+    lr : float, default=1e-3
+        Base learning rate; ``schedule`` scales it per epoch (:func:`lr_at`).
+    momentum : float, default=0.9
+        SGD momentum.
+    weight_decay : float, default=0.0
+        L2 penalty (through the optimizer).
+    l1 : float, default=0.0
+        L1 penalty ``l1 * sum |w|`` over all weight tensors with more than one dimension.
+    loss : {'ce', 'mse', 'mse-sum'}, default='ce'
+        See :func:`loss_fn`.
+    batch_size : int, default=128
+    epochs : int, default=2
+    schedule : {'constant', 'step', 'cosine', 'linear'}, default='constant'
+    milestones : list of int, optional
+        Epochs at which ``step`` multiplies the rate by ``gamma``.
+    gamma : float, default=0.1
+    seed : int, default=0
+        Seeds the shuffling generator (and ``torch.manual_seed`` is *not* touched).
+    x_val, y_val : torch.Tensor, optional
+        Held-out data whose accuracy is recorded each epoch.
+    progress : callable, optional
+        Called with ``{"stage": "train", "epoch", "epochs", "step", "steps", "loss", "acc"}``.
+    """
+    validate_params("fit", _CONSTRAINTS, locals())
+    if x.dim() != 4 or len(x) != len(y):
+        raise InvalidParameterError("x", "fit", "a (N, C, H, W) tensor with as many rows as y", x)
+    if not torch.isfinite(x).all():
+        raise InvalidParameterError("x", "fit", "finite values (no NaN or inf)", "a tensor containing NaN/inf")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = _make_optimizer(optimizer, params, lr, momentum, weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    steps = math.ceil(len(x) / batch_size)
+    history = History()
+    for epoch in range(epochs):
+        rate = lr_at(epoch, base=lr, epochs=epochs, schedule=schedule, milestones=milestones, gamma=gamma)
+        for group in opt.param_groups:
+            group["lr"] = rate
+        model.train()
+        start, total_loss, correct = time.perf_counter(), 0.0, 0
+        order = torch.randperm(len(x), generator=gen)
+        for step in range(steps):
+            idx = order[step * batch_size : (step + 1) * batch_size]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            logits = model(xb)
+            batch_loss = loss_fn(logits, yb, loss)
+            if l1:
+                batch_loss = batch_loss + l1 * sum(p.abs().sum() for p in params if p.dim() > 1)
+            opt.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            opt.step()
+            total_loss += batch_loss.item() * len(idx)
+            correct += (logits.argmax(1) == yb).sum().item()
+            if progress is not None:
+                progress({"stage": "train", "epoch": epoch + 1, "epochs": epochs, "step": step + 1,
+                          "steps": steps, "loss": batch_loss.item()})
+        record = {"epoch": epoch + 1, "lr": rate, "loss": total_loss / len(x), "train_acc": correct / len(x),
+                  "seconds": time.perf_counter() - start}
+        if x_val is not None and y_val is not None:
+            record["val_acc"] = (predict_logits(model, x_val).argmax(1) == y_val).float().mean().item()
+        history.epochs.append(record)
+        if progress is not None:
+            progress({"stage": "epoch", **record, "epochs": epochs})
+    model.eval()
+    return model, history
