@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset, balanced_subset, gaussian_blur, gaussian_noise
+from ..errors import InvalidParameterError
 from ..specs import EvalSpec
 from ..store import ResultRow
 from ..training.loop import predict_logits
@@ -73,6 +74,11 @@ def evaluate(
         run killed half-way keeps what it measured.
     """
     _, x, y = evaluation_subset(dataset, spec)
+    if not torch.isfinite(x).all():
+        raise InvalidParameterError("x", "evaluate", "finite images in [0, 1]", "a batch containing NaN or inf")
+    if x.min() < 0 or x.max() > 1:
+        raise InvalidParameterError("x", "evaluate", "images with values in [0, 1] (normalise inside the model)",
+                                    f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
     base = {"experiment": experiment, "model": label, "dataset": dataset.name, "seed": seed,
             "approximate": dataset.approximate}
     rows: list[ResultRow] = []

@@ -1,0 +1,224 @@
+"""Registry, validation, models, specs, training loop, checkpoints, claims."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from neurorobust.claims import Claim, judge, load_claims, ours_for
+from neurorobust.errors import InvalidParameterError, SpecError, UnknownNameError
+from neurorobust.models import MODELS, create_model
+from neurorobust.registry import Registry
+from neurorobust.specs import eval_key, load_spec, parse_spec, train_key
+from neurorobust.training import fit, loss_fn, lr_at
+from neurorobust.validation import Interval, Options, validate_params
+
+from conftest import REPO
+
+
+# -- registry and validation ------------------------------------------------------------------
+def test_registry_rejects_duplicates_unknown_names_and_keys():
+    reg = Registry("thing")
+
+    @reg.register("alpha", defaults={"k": 2})
+    def alpha(k: int = 1) -> int:
+        """Alpha thing."""
+        return k
+
+    assert reg.create("alpha") == 2 and reg.create("alpha", k=5) == 5
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("alpha")(alpha)
+    with pytest.raises(UnknownNameError, match="Did you mean 'alpha'"):
+        reg.get("alpah")
+    with pytest.raises(InvalidParameterError, match="The 'j' parameter of thing 'alpha' must be one of 'k'"):
+        reg.create("alpha", j=1)
+
+
+def test_validation_messages_follow_one_wording():
+    with pytest.raises(InvalidParameterError, match=r"The 'k' parameter of Net must be an int in \[1, inf\)\. Got 0"):
+        validate_params("Net", {"k": Interval(int, 1, None)}, {"k": 0})
+    with pytest.raises(InvalidParameterError, match="must be 'ce' or 'mse'. Got 'l1' instead"):
+        validate_params("f", {"loss": Options(["ce", "mse"])}, {"loss": "l1"})
+    with pytest.raises(InvalidParameterError):
+        validate_params("f", {"p": Interval(float, 0, 1)}, {"p": float("nan")})
+    validate_params("f", {"p": Interval(float, 0, 1)}, {"p": 1})
+
+
+# -- models -----------------------------------------------------------------------------------
+def _shape_for(name: str) -> tuple[int, int, int]:
+    return (3, 32, 32) if "vgg" in name else (1, 28, 28)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_maps_images_to_finite_logits(name):
+    shape = _shape_for(name)
+    x = torch.rand(3, *shape, generator=torch.Generator().manual_seed(1))
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = create_model(name, input_shape=shape, num_classes=10).eval()
+        outs.append(model(x))
+    assert outs[0].shape == (3, 10) and torch.isfinite(outs[0]).all()
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_refuses_a_wrong_image_shape(name):
+    model = create_model(name, input_shape=_shape_for(name))
+    with pytest.raises(InvalidParameterError, match="must be a float tensor of shape"):
+        model(torch.rand(2, 1, 7, 7))
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_refuses_one_bad_parameter_value(name):
+    with pytest.raises(InvalidParameterError):
+        create_model(name, input_shape=_shape_for(name), num_classes=1)
+
+
+def test_sleep_mlp_is_as_coded():
+    m = create_model("sleep_mlp")
+    assert all(layer.bias is None for layer in m.layers)
+    assert [tuple(layer.weight.shape) for layer in m.layers] == [(1200, 784), (1200, 1200), (10, 1200)]
+    assert max(float(layer.weight.detach().abs().max()) for layer in m.layers) <= 0.01
+    m.eval()
+    x = torch.rand(4, 1, 28, 28)
+    assert (m(x) >= 0).all()  # ReLU output
+    # non-inverted dropout: test-time hidden activations are scaled by 0.8
+    h = torch.relu(m.layers[0](x.flatten(1)))
+    assert torch.allclose(m.hidden_activations(x)[0], 0.8 * h)
+
+
+# -- specs ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_mlp"])
+def test_shipped_configs_validate(name):
+    spec = load_spec(REPO / "configs" / f"{name}.toml")
+    assert spec.name == name and spec.data.name == "mnist"
+    full = load_spec(REPO / "configs" / f"{name}.toml", full=True)
+    assert full.evaluate.suite == "full" and full.evaluate.n == 1000
+    assert train_key(spec) == train_key(full) and eval_key(spec) != eval_key(full)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("this is = not [toml", "not valid TOML"),
+        ('[data]\nname = "no-such-dataset"', r"data\.name: unknown dataset 'no-such-dataset'; allowed: .*mnist"),
+        ("[train]\nepochs = -3", r"train\.epochs: Input should be greater than or equal to 0 \(got -3\)"),
+        ("[evaluate]\neps = [0.1, 1.5]", r"evaluate\.eps: every eps must be in \[0, 1\]"),
+        ('[model]\nname = "resnet9000"', r"model\.name: unknown model 'resnet9000'"),
+        ("[train]\nepoch = 3", r"train\.epoch: unknown key; allowed keys here: optimizer, lr"),
+        ('[train]\nepochs = "many"', r"train\.epochs: Input should be a valid integer"),
+        ('[train]\noptimizer = "lbfgs"', r"train\.optimizer: Input should be 'sgd', 'adam' or 'rmsprop'"),
+        ("colour = 3", r"colour: unknown key; allowed keys here: name, description"),
+    ],
+)
+def test_bad_specs_stop_with_file_and_key(tmp_path, text, match):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=match) as info:
+        load_spec(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "nope.toml")
+
+
+def test_train_key_ignores_evaluation_and_data_dir():
+    a = parse_spec({"data": {"name": "digits"}})
+    b = parse_spec({"data": {"name": "digits", "data_dir": "/x"}, "evaluate": {"n": 7}})
+    c = parse_spec({"data": {"name": "digits"}, "train": {"epochs": 9}})
+    assert train_key(a) == train_key(b) != train_key(c)
+    assert eval_key(a) != eval_key(b)
+
+
+# -- training ---------------------------------------------------------------------------------
+def test_lr_schedules_are_pure_functions():
+    assert lr_at(5, base=0.1, epochs=10, schedule="constant") == 0.1
+    assert lr_at(5, base=0.1, epochs=10, schedule="step", milestones=[3, 5, 8]) == pytest.approx(0.001)
+    assert lr_at(5, base=0.1, epochs=10, schedule="cosine") == pytest.approx(0.05)
+    assert lr_at(5, base=0.02, epochs=10, schedule="linear") == pytest.approx(0.01)
+
+
+def test_loss_functions_match_their_formulas():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    y = torch.tensor([0])
+    assert loss_fn(logits, y, "mse") == pytest.approx(((1 - 2.0) ** 2 + 0 + 1) / 3)
+    assert loss_fn(logits, y, "mse-sum") == pytest.approx(0.5 * 2)
+    assert loss_fn(logits, y, "ce") == pytest.approx(-math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(-1))))
+
+
+def test_fit_learns_digits_and_is_seeded():
+    from neurorobust.data import load_dataset
+
+    ds = load_dataset("digits")
+    results = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        model = create_model("mlp", input_shape=(1, 8, 8), widths=(64,))
+        model, hist = fit(model, ds.x_train, ds.y_train, lr=0.01, epochs=5, batch_size=64, seed=3,
+                          x_val=ds.x_test, y_val=ds.y_test)
+        results.append(hist.final)
+    assert results[0]["val_acc"] > 0.9
+    assert results[0] == {**results[1], "seconds": results[0]["seconds"]}
+
+
+def test_fit_refuses_nan_and_bad_parameters():
+    model = create_model("mlp", input_shape=(1, 8, 8), widths=(8,))
+    x = torch.rand(10, 1, 8, 8)
+    x[3, 0, 2, 2] = float("nan")
+    with pytest.raises(InvalidParameterError, match="finite values"):
+        fit(model, x, torch.zeros(10, dtype=torch.long))
+    with pytest.raises(InvalidParameterError, match="The 'epochs' parameter of fit"):
+        fit(model, torch.rand(10, 1, 8, 8), torch.zeros(10, dtype=torch.long), epochs=-1)
+
+
+@pytest.mark.slow
+def test_cnn_one_epoch_reaches_97_percent_on_mnist():
+    from neurorobust.data import load_dataset
+    from neurorobust.training import predict_logits
+
+    ds = load_dataset("mnist")
+    torch.manual_seed(0)
+    model, _ = fit(create_model("cnn_mnist"), ds.x_train, ds.y_train, epochs=1, batch_size=128, seed=0)
+    acc = float((predict_logits(model, ds.x_test).argmax(1) == ds.y_test).float().mean())
+    assert acc >= 0.97
+
+
+# -- claims -----------------------------------------------------------------------------------
+def test_claim_verdict_rules():
+    c = Claim(id="a", table="T2", dataset="mnist", metric="accuracy", value=36.8, sd=2.0)
+    assert judge(c, 40.7).verdict == "reproduced"  # within max(2 sd = 4, 3 points)
+    assert judge(c, 41.0).verdict == "not reproduced"
+    assert judge(c, None).verdict == "not run"
+    nc = Claim(id="b", table="T1", dataset="caltech10", metric="accuracy", value=80.0, comparable=False,
+               reason="ImageNet10 stand-in")
+    assert judge(nc, 80.0).verdict == "not comparable"
+    q = Claim(id="q", table="abstract", dataset="cifar10", metric="alpha", kind="qualitative")
+    assert judge(q, 1.0).verdict == "not judged"
+    rel = Claim(id="r", table="T3", dataset="mnist", metric="median_min_eps", kind="relative", value=2.0,
+                baseline_model="control", unit="raw")
+    assert judge(rel, 0.21, baseline=0.1).verdict == "reproduced"  # ratio 2.1: within 25% of 2
+    assert judge(rel, 0.26, baseline=0.1).verdict == "not reproduced"
+    assert judge(rel, 0.09, baseline=0.1).verdict == "not reproduced"  # wrong direction
+    raw = Claim(id="s", table="T", dataset="mnist", metric="score", value=10.0, unit="raw")
+    assert judge(raw, 10.29).verdict == "reproduced" and judge(raw, 10.31).verdict == "not reproduced"
+
+
+def test_claims_file_loader_and_lookup(tmp_path):
+    path = tmp_path / "paper.toml"
+    path.write_text(
+        'paper = "P"\nseed = "003"\n[[claims]]\nid = "x"\ntable = "Table 2"\ndataset = "mnist"\n'
+        'metric = "accuracy"\nattack = "fgsm"\neps = 0.1\nvalue = 36.8\nexperiment = "e"\nmodel = "m"\n'
+    )
+    cf = load_claims(path)
+    rows = [{"experiment": "e", "model": "m", "metric": "accuracy", "attack": "fgsm", "dataset": "mnist",
+             "eps": 0.1, "value": 0.37, "run_id": 1}]
+    assert ours_for(cf.claims[0], rows) == pytest.approx(37.0)
+    path.write_text('paper = "P"\nseed = "1"\n[[claims]]\nid = "x"\ntable = "T"\ndataset = "d"\nmetric = "m"\n'
+                    'comparable = false\nvalue = 1.0\n')
+    with pytest.raises(SpecError, match="say why a claim is not comparable"):
+        load_claims(path)

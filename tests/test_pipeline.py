@@ -1,0 +1,115 @@
+"""The pipeline through the CLI and the Python API: train (cached), evaluate, store, report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import neurorobust
+from neurorobust.errors import InvalidParameterError
+from neurorobust.report import build_report
+from neurorobust.store import ResultsStore
+
+from conftest import REPO
+
+
+def nr(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NEURO_RUNS": str(cwd / "runs"), "NEURO_STORE": str(cwd / "results.db"),
+           "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "neurorobust.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"neurorobust {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_list_shows_every_registry(tmp_path):
+    out = nr("list", "datasets", cwd=tmp_path).stdout
+    for name in ("mnist", "fashion-mnist", "patches", "digits", "cifar10", "caltech10"):
+        assert name in out
+    out = nr("list", "models", cwd=tmp_path).stdout
+    assert "cnn_mnist" in out and "sleep_mlp" in out and "kubo_2cnn" in out
+    out = nr("list", "experiments", cwd=REPO).stdout
+    assert "mnist_cnn" in out and "mnist_mlp" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("this is = not [toml\n", "not valid TOML"),
+        ('[data]\nname = "no-such-dataset"\n[train]\nepochs = -3\n', "unknown dataset 'no-such-dataset'"),
+        (None, "spec file not found"),
+    ],
+)
+def test_bad_specs_give_one_clear_error_and_no_traceback(tmp_path, content, match):
+    spec = tmp_path / "bad.toml"
+    if content is not None:
+        spec.write_text(content)
+    proc = nr("train", str(spec), cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert match in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_unknown_names_and_missing_store_are_clear_errors(tmp_path):
+    proc = nr("data", "info", "mnsit", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Did you mean 'mnist'" in proc.stderr and "Traceback" not in proc.stderr
+    proc = nr("report", "nothing", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "No results store" in proc.stderr
+    proc = nr("repro", "no_such_experiment", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Known: " in proc.stderr
+
+
+def test_train_caches_evaluate_stores_report_draws(tmp_path, tiny_spec_file):
+    first = nr("train", str(tiny_spec_file), cwd=tmp_path).stdout
+    assert "tiny: trained" in first
+    second = nr("train", str(tiny_spec_file), cwd=tmp_path).stdout
+    assert "tiny: loaded from cache" in second
+    assert len(list((tmp_path / "runs" / "checkpoints").glob("*.safetensors"))) == 1
+    forced = nr("train", str(tiny_spec_file), "--force", cwd=tmp_path).stdout
+    assert "tiny: trained" in forced
+
+    out = nr("evaluate", str(tiny_spec_file), cwd=tmp_path).stdout
+    assert "clean" in out and "noise" in out and "blur" in out
+    with ResultsStore(tmp_path / "results.db") as st:
+        rows = st.results(experiment="tiny")
+        clean = [r for r in rows if r["attack"] == "clean" and r["metric"] == "accuracy"]
+        assert len(clean) == 1 and clean[0]["n"] == 200 and clean[0]["value"] > 0.8
+        lo, hi = clean[0]["params"]["ci95"]
+        assert lo < clean[0]["value"] < hi
+        assert {r["attack"] for r in rows} == {"clean", "noise", "blur"}
+        assert st.runs()[0]["code_version"]
+
+    again = nr("evaluate", str(tiny_spec_file), cwd=tmp_path).stdout
+    assert "cached results" in again
+
+    nr("report", "tiny", cwd=tmp_path)
+    folder = tmp_path / "reports" / "tiny"
+    md = (folder / "report.md").read_text()
+    assert "Clean accuracy" in md and "noise.png" in md
+    assert (folder / "noise.png").read_bytes()[:4] == b"\x89PNG" and (folder / "blur.png").stat().st_size > 5000
+    assert "<table>" in (folder / "index.html").read_text()
+
+
+def test_api_evaluate_declare_and_nan(tmp_path):
+    ds = neurorobust.data.load_dataset("digits")
+    torch.manual_seed(0)
+    model = neurorobust.models.create_model("mlp", input_shape=(1, 8, 8), widths=(16,))
+    neurorobust.declare(model, stochastic=True, surrogate=torch.nn.Identity())
+    assert model.is_stochastic and isinstance(model.bpda_surrogate(), torch.nn.Identity)
+    rows = neurorobust.evaluate(model, ds, suite="none", n=50, noise_sigmas=[0.0], blur_sigmas=[],
+                                store=tmp_path / "r.db", experiment="api-test")
+    assert rows[0].attack == "clean" and rows[0].n == 50
+    with ResultsStore(tmp_path / "r.db") as st:
+        assert len(st.results(experiment="api-test")) == len(rows)
+        folder = build_report(st, "api-test", tmp_path / "reports")
+        assert (folder / "report.md").exists()
+    bad = ds.x_test.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    broken = neurorobust.data.Dataset("digits", ds.x_train, ds.y_train, bad, ds.y_test, ds.info)
+    with pytest.raises(InvalidParameterError, match="NaN"):
+        neurorobust.evaluate(model, broken, suite="none", n=400)
