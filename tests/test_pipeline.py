@@ -102,7 +102,7 @@ def test_api_evaluate_declare_and_nan(tmp_path):
     neurorobust.declare(model, stochastic=True, surrogate=torch.nn.Identity())
     assert model.is_stochastic and isinstance(model.bpda_surrogate(), torch.nn.Identity)
     rows = neurorobust.evaluate(model, ds, suite="none", n=50, noise_sigmas=[0.0], blur_sigmas=[],
-                                store=tmp_path / "r.db", experiment="api-test")
+                                store=tmp_path / "r.db", experiment="api-test").rows
     assert rows[0].attack == "clean" and rows[0].n == 50
     with ResultsStore(tmp_path / "r.db") as st:
         assert len(st.results(experiment="api-test")) == len(rows)

@@ -18,10 +18,11 @@ from torch import nn
 
 from .data import Dataset, load_dataset
 from .errors import InvalidParameterError, SpecError
+from .evaluation.suite import Evaluation
 from .evaluation.suite import evaluate as _evaluate
 from .experiments.runner import RunOutcome, default_runs_dir, run_experiment, train_stage
 from .specs import EvalSpec, ExperimentSpec, load_spec, parse_spec
-from .store import ResultRow, ResultsStore
+from .store import ResultsStore
 
 __all__ = ["declare", "evaluate", "load", "train"]
 
@@ -71,8 +72,9 @@ def evaluate(
     label: str | None = None,
     seed: int = 0,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    source_model: nn.Module | None = None,
     **eval_settings: Any,
-) -> list[ResultRow]:
+) -> Evaluation:
     """Evaluate any model on images in [0, 1]: clean, noise, blur and the named attack suite.
 
     Parameters
@@ -87,8 +89,15 @@ def evaluate(
     experiment, label : str
         Names stored with the rows (label defaults to the model's class name).
     seed : int, default=0
+    source_model : nn.Module, optional
+        A standard model trained on the same data, for the transfer attack of the ``full`` suite.
     **eval_settings
         Any field of :class:`~neurorobust.specs.EvalSpec` (``n``, ``eps``, ``noise_sigmas`` ...).
+
+    Returns
+    -------
+    Evaluation
+        ``.rows`` (result rows), ``.checks`` (the masking checklist), ``.verdict``, ``.worst_case``.
     """
     from pydantic import ValidationError
 
@@ -99,17 +108,20 @@ def evaluate(
     dataset = load_dataset(data) if isinstance(data, str) else data
     label = label or type(model).__name__
     if store is None:
-        return _evaluate(model, dataset, espec, experiment=experiment, label=label, seed=seed, progress=progress)
+        return _evaluate(model, dataset, espec, experiment=experiment, label=label, seed=seed, progress=progress,
+                         source_model=source_model)
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     run_id = st.start_run(experiment, "evaluate", spec={"evaluate": espec.model_dump(mode="json"), "label": label})
     try:
-        rows = _evaluate(model, dataset, espec, experiment=experiment, label=label, seed=seed, progress=progress,
-                         sink=lambda new: st.add_results(run_id, new))
+        result = _evaluate(model, dataset, espec, experiment=experiment, label=label, seed=seed, progress=progress,
+                           sink=lambda new: st.add_results(run_id, new), source_model=source_model)
+        if result.checks:
+            st.add_checks(run_id, experiment, label, result.checks)
     except BaseException as exc:
         st.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     st.finish_run(run_id, "done")
-    return rows
+    return result
 
 
 def declare(model: nn.Module, *, stochastic: bool | None = None,

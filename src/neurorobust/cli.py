@@ -209,16 +209,26 @@ def evaluate(
 
 
 def _print_checklist(outcome: Any) -> None:
-    checks = getattr(outcome, "checks", None)
+    checks = [c if isinstance(c, dict) else c.__dict__ for c in getattr(outcome, "checks", None) or []]
     if not checks:
         return
-    table = Table(title="gradient-masking checklist")
+    table = Table(title=f"gradient-masking checklist: {outcome.spec.name} (docs/checks.md)")
     for col in ("check", "result", "value", "threshold", "advice"):
         table.add_column(col, overflow="fold")
     for c in checks:
-        table.add_row(c.name, "pass" if c.passed else "[red]FAIL[/red]", f"{c.value:.4g}" if c.value is not None else "",
-                      f"{c.threshold:.4g}" if c.threshold is not None else "", c.advice if not c.passed else "")
+        result = "n/a" if c["passed"] is None else ("pass" if c["passed"] else "[red]FAIL[/red]")
+        table.add_row(c["name"], result, f"{c['value']:.4g}" if c["value"] is not None else "",
+                      f"{c['threshold']:.4g}" if c["threshold"] is not None else "",
+                      Text(c["advice"] or "") if c["passed"] is not True else Text(""))
     console.print(table)
+    worst = [r for r in outcome.rows if (r if isinstance(r, dict) else r.__dict__)["attack"] == "worst-case"]
+    if worst:
+        curve = ", ".join(f"eps={_get(r, 'eps'):g}: {100 * _get(r, 'value'):.1f}%" for r in worst)
+        console.print(f"verdict: [bold]{outcome.verdict}[/bold]; worst-case robust accuracy {curve}")
+
+
+def _get(row: Any, key: str) -> Any:
+    return row[key] if isinstance(row, dict) else getattr(row, key)
 
 
 @app.command()

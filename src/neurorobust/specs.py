@@ -27,6 +27,7 @@ from .errors import SpecError
 
 __all__ = [
     "CACHE_VERSION",
+    "AttackEntry",
     "DataSpec",
     "EvalSpec",
     "ExperimentSpec",
@@ -124,24 +125,53 @@ class TrainSpec(_Strict):
         return v
 
 
+class AttackEntry(_Strict):
+    """One attack of a suite: registry key, hyperparameters, eps grid and subset size."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    eps: list[float] | None = Field(default=None, description="default: the suite's eps grid")
+    n: int | None = Field(default=None, ge=1, description="subset size for this attack (default: n)")
+    label: str | None = Field(default=None, description="name in the store (default: the key)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _registered("attack", v)
+
+    @model_validator(mode="after")
+    def _params_fit(self) -> AttackEntry:
+        from .attacks import ATTACKS
+
+        try:
+            ATTACKS.create(self.name, **self.params) if self.name not in ("transfer", "eot", "bpda") else None
+        except Exception as exc:  # the attack's own validation says what is wrong
+            raise ValueError(str(exc)) from None
+        return self
+
+
 class EvalSpec(_Strict):
     """Evaluation settings: the attack suite, subset size, eps and distortion grids."""
 
     suite: Literal["none", "quick", "seed-paper", "full"] = "quick"
     n: int = Field(default=500, ge=1, description="evaluation subset size (seeded, class-balanced)")
     subset_seed: int = 0
-    eps: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3])
     norm: Literal["linf", "l2"] = "linf"
+    eps: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3])
     noise_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7])
     blur_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
-    attacks: list[str] = Field(default_factory=list, description="extra registered attacks to run")
+    attacks: list[AttackEntry] = Field(default_factory=list, description="extra attacks (seed-paper suite)")
     batch_size: int = Field(default=500, ge=1)
+    check_n: int = Field(default=200, ge=10, description="subset size of the checklist's probes")
+    eot_draws: int = Field(default=20, ge=1, description="EOT draws and evaluation draws for random models")
 
     @field_validator("eps")
     @classmethod
     def _eps(cls, v: list[float], info: Any) -> list[float]:
-        if any(not (0 <= e <= 1) for e in v):
+        if info.data.get("norm", "linf") == "linf" and any(not (0 <= e <= 1) for e in v):
             raise ValueError("every eps must be in [0, 1] for L-inf (images live in [0, 1])")
+        if any(e < 0 for e in v):
+            raise ValueError("every eps must be >= 0")
         return v
 
     @field_validator("noise_sigmas", "blur_sigmas")
@@ -151,10 +181,10 @@ class EvalSpec(_Strict):
             raise ValueError("sigmas must be >= 0")
         return v
 
-    @field_validator("attacks")
+    @field_validator("attacks", mode="before")
     @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        return [_registered("attack", a) for a in v]
+    def _names_to_entries(cls, v: Any) -> Any:
+        return [{"name": a} if isinstance(a, str) else a for a in v] if isinstance(v, list) else v
 
 
 class ExperimentSpec(_Strict):

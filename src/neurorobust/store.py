@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS checks (
     experiment TEXT NOT NULL,
     model TEXT NOT NULL,
     name TEXT NOT NULL,
-    passed INTEGER NOT NULL,
+    passed INTEGER,
     value REAL,
     threshold REAL,
     advice TEXT DEFAULT '',
@@ -217,7 +217,8 @@ class ResultsStore:
             self._conn.executemany(
                 "INSERT INTO checks (run_id, experiment, model, name, passed, value, threshold, advice, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
-                [(run_id, experiment, model, c.name, int(bool(c.passed)), c.value, c.threshold, c.advice, now)
+                [(run_id, experiment, model, c.name, None if c.passed is None else int(bool(c.passed)), c.value,
+                  c.threshold, c.advice, now)
                  for c in checks])
 
     # -- reading -------------------------------------------------------------------------------
@@ -247,11 +248,13 @@ class ResultsStore:
         """Checklist rows matching equality filters."""
         return self._select("checks", filters)
 
-    def finished_run(self, eval_key: str) -> dict[str, Any] | None:
-        """The latest ``done`` run with this eval key, if any (evaluation cache)."""
-        rows = self._conn.execute(
-            "SELECT * FROM runs WHERE eval_key=? AND status='done' ORDER BY id DESC LIMIT 1", (eval_key,)
-        ).fetchall()
+    def finished_run(self, eval_key: str, experiment: str | None = None) -> dict[str, Any] | None:
+        """The latest ``done`` run with this eval key (and experiment name), if any (evaluation cache)."""
+        sql = "SELECT * FROM runs WHERE eval_key=? AND status='done'"
+        args: tuple[Any, ...] = (eval_key,)
+        if experiment is not None:
+            sql, args = sql + " AND name=?", (*args, experiment)
+        rows = self._conn.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchall()
         return dict(rows[0]) if rows else None
 
     def experiments(self) -> list[str]:

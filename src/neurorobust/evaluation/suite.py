@@ -9,6 +9,7 @@ so every model of an experiment sees the same images.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any
 
@@ -20,11 +21,22 @@ from ..errors import InvalidParameterError
 from ..specs import EvalSpec
 from ..store import ResultRow
 from ..training.loop import predict_logits
+from .checklist import CheckResult
 from .metrics import balanced_accuracy, wilson_interval
 
-__all__ = ["accuracy_row", "evaluate", "evaluation_subset"]
+__all__ = ["Evaluation", "accuracy_row", "evaluate", "evaluation_subset"]
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Evaluation:
+    """Rows measured for one model, the checklist, its verdict and the worst-case robust accuracy."""
+
+    rows: list[ResultRow] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    verdict: str = "not checked (suite 'none')"
+    worst_case: dict[float, float] = field(default_factory=dict)
 
 
 def evaluation_subset(dataset: Dataset, spec: EvalSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -53,7 +65,8 @@ def evaluate(
     seed: int = 0,
     progress: ProgressFn | None = None,
     sink: Callable[[list[ResultRow]], Any] | None = None,
-) -> list[ResultRow]:
+    source_model: nn.Module | None = None,
+) -> Evaluation:
     """Clean accuracy, noise and blur curves, and the spec's attack suite, as result rows.
 
     Parameters
@@ -72,6 +85,13 @@ def evaluate(
     sink : callable, optional
         Receives each finished group of rows at once (the runner writes them to the store), so a
         run killed half-way keeps what it measured.
+    source_model : nn.Module, optional
+        A standard model trained on the same data: the transfer attack's source (``full`` suite).
+
+    Returns
+    -------
+    Evaluation
+        ``rows`` (also passed to ``sink``), the checklist, the verdict and the worst case per eps.
     """
     _, x, y = evaluation_subset(dataset, spec)
     if not torch.isfinite(x).all():
@@ -113,9 +133,12 @@ def evaluate(
         rows.append(accuracy_row(base, pred == y, attack="blur", eps=sigma, params={"sigma": sigma},
                                  seconds=time.perf_counter() - start))
         tick(f"blur sigma={sigma}")
+    result = Evaluation(rows=rows)
     if spec.suite != "none":
-        from .attack_suite import run_attack_suite  # the evaluation-engine issue
+        from .attack_suite import run_attack_suite
 
-        attack_rows = run_attack_suite(model, x, y, spec, base=base, seed=seed, progress=progress, sink=sink)
-        rows += attack_rows
-    return rows
+        suite = run_attack_suite(model, x, y, spec, base=base, seed=seed, progress=progress, sink=sink,
+                                 source_model=source_model)
+        rows += suite.rows
+        result.checks, result.verdict, result.worst_case = suite.checks, suite.verdict, suite.worst_case
+    return result

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset, balanced_subset, load_dataset
-from ..evaluation.suite import evaluate
+from ..evaluation.suite import Evaluation, evaluate
 from ..mechanisms import MECHANISMS
 from ..models import create_model
 from ..specs import ExperimentSpec, eval_key, train_key
@@ -50,7 +50,9 @@ class RunOutcome:
     train_key: str
     eval_key: str
     history: list[dict[str, float]] = field(default_factory=list)
-    rows: list[ResultRow] = field(default_factory=list)
+    rows: list[ResultRow] | list[dict[str, Any]] = field(default_factory=list)
+    checks: list[Any] = field(default_factory=list)
+    verdict: str = ""
     train_cached: bool = False
     eval_cached: bool = False
     run_id: int | None = None
@@ -96,30 +98,42 @@ def train_stage(
     return model, meta, cached
 
 
+def source_spec(spec: ExperimentSpec) -> ExperimentSpec:
+    """The transfer attack's source: the same data and model, no mechanism, another seed."""
+    return spec.model_copy(update={"mechanism": None, "seed": spec.seed + 1})
+
+
 def evaluate_stage(
     spec: ExperimentSpec, model: nn.Module, dataset: Dataset, *, store: ResultsStore, experiment: str | None = None,
-    force: bool = False, progress: ProgressFn | None = None,
-) -> tuple[list[dict[str, Any]] | list[ResultRow], int | None, bool]:
-    """Evaluate and write rows to the store; a finished run with the same eval key is reused."""
+    force: bool = False, progress: ProgressFn | None = None, runs_dir: Path | None = None,
+) -> tuple[Evaluation | None, list[dict[str, Any]], int]:
+    """Evaluate and write rows and checks to the store as they are measured.
+
+    A finished run with the same eval key (and experiment) is reused: then the first element is
+    ``None`` and the stored rows come back.
+    """
     ekey = eval_key(spec)
     experiment = experiment or spec.name
     if not force:
-        done = store.finished_run(ekey)
+        done = store.finished_run(ekey, experiment=experiment)
         if done is not None:
-            rows = [r for r in store.results(run_id=done["id"]) if r["experiment"] == experiment]
-            if rows:
-                return rows, done["id"], True
+            return None, store.results(run_id=done["id"]), done["id"]
+    source = None
+    if spec.evaluate.suite == "full" or any(a.name == "transfer" for a in spec.evaluate.attacks):
+        source, _, _ = train_stage(source_spec(spec), dataset, runs_dir=runs_dir, progress=progress)
     run_id = store.start_run(experiment, "evaluate", spec=spec.model_dump(mode="json"), train_key=train_key(spec),
                              eval_key=ekey)
+    label = model_label(spec)
     try:
-        rows = evaluate(model, dataset, spec.evaluate, experiment=experiment, label=model_label(spec), seed=spec.seed,
-                        progress=progress,
-                        sink=lambda new: store.add_results(run_id, new))
+        result = evaluate(model, dataset, spec.evaluate, experiment=experiment, label=label, seed=spec.seed,
+                          progress=progress, sink=lambda new: store.add_results(run_id, new), source_model=source)
+        if result.checks:
+            store.add_checks(run_id, experiment, label, result.checks)
     except BaseException as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
         raise
     store.finish_run(run_id, "done")
-    return rows, run_id, False
+    return result, [], run_id
 
 
 def run_experiment(
@@ -134,7 +148,14 @@ def run_experiment(
     if evaluate_model:
         if store is None:
             raise ValueError("run_experiment: evaluating needs a results store")
-        rows, run_id, eval_cached = evaluate_stage(spec, model, dataset, store=store, experiment=experiment,
-                                                   force=force, progress=progress)
-        out.rows, out.run_id, out.eval_cached = list(rows), run_id, eval_cached
+        result, stored, run_id = evaluate_stage(spec, model, dataset, store=store, experiment=experiment,
+                                                force=force, progress=progress, runs_dir=runs_dir)
+        out.run_id = run_id
+        if result is None:
+            out.rows, out.eval_cached = stored, True
+            out.checks = store.checks(run_id=run_id)
+            verdicts = [r["params"].get("verdict") for r in stored if r["attack"] == "checklist"]
+            out.verdict = verdicts[0] if verdicts else ""
+        else:
+            out.rows, out.checks, out.verdict = result.rows, result.checks, result.verdict
     return out

@@ -71,17 +71,27 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
             table.append([m] + [_pct(by_eps.get(e)) for e in eps_values])
         label = "sigma" if attack in ("noise", "blur") else "eps"
         items.append(("table", f"{attack}: accuracy (%) by {label}", (["model"] + [f"{label}={e:g}" for e in eps_values], table)))
-    other = [r for r in rows if r["metric"] not in ("accuracy",) and r["attack"] != "clean"]
+    other = [r for r in rows if r["metric"] not in ("accuracy",) and r["attack"] not in ("clean", "checklist")]
     if other:
         body = [[r["model"], r["attack"], r["metric"], "—" if r["eps"] is None else f"{r['eps']:g}",
                  "—" if r["value"] is None else f"{r['value']:.4g}", str(r["n"])] for r in other]
         items.append(("table", "Other metrics", (["model", "attack", "metric", "eps", "value", "n"], body)))
+    verdicts = [r for r in rows if r["attack"] == "checklist"]
+    if verdicts:
+        body = []
+        for r in verdicts:
+            worst = [w for w in rows if w["attack"] == "worst-case" and w["model"] == r["model"]]
+            curve = ", ".join(f"{w['eps']:g}: {_pct(w['value'])}" for w in sorted(worst, key=lambda w: w["eps"]))
+            body.append([r["model"], r["params"].get("verdict", ""), curve,
+                         "mean over draws" if r["params"].get("stochastic") else "deterministic"])
+        items.append(("table", "Verdict and worst-case robust accuracy (%) by eps",
+                      (["model", "verdict", "worst case over all attacks", "judged on"], body)))
     checks = store.checks(experiment=experiment)
     if checks:
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for c in checks:
             latest[(c["model"], c["name"])] = c
-        body = [[c["model"], c["name"], "pass" if c["passed"] else "FAIL",
+        body = [[c["model"], c["name"], "n/a" if c["passed"] is None else ("pass" if c["passed"] else "FAIL"),
                  "—" if c["value"] is None else f"{c['value']:.4g}",
                  "—" if c["threshold"] is None else f"{c['threshold']:.4g}", c["advice"] or ""]
                 for c in sorted(latest.values(), key=lambda c: (c["model"], c["name"]))]

@@ -1,0 +1,472 @@
+"""The attack suites (``quick``, ``seed-paper``, ``full``) and the checklist's probes (DESIGN §5).
+
+:func:`run_attack_suite` attacks one model on one evaluation subset, judges random models on the
+mean over draws, keeps per point the lowest accuracy over all attacks (worst case), runs the
+gradient-masking checklist (:mod:`neurorobust.evaluation.checklist`) and returns rows, checks and
+the verdict. Attacks are chosen automatically from the model's declarations (EOT for random
+models, declared or detected; BPDA where a surrogate is declared).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..attacks import ATTACKS, BPDA, EOT, PGD, Attack, AttackResult, attack_loss, is_stochastic, surrogate_of
+from ..attacks.wrappers import EOTModel
+from ..data import balanced_subset
+from ..specs import AttackEntry, EvalSpec
+from ..store import ResultRow
+from .checklist import TOLERANCES as TOL
+from .checklist import CheckResult, detect_randomness, verdict, zero_gradient_fraction
+from .metrics import median_finite, median_min_eps, perturbation_score, wilson_interval
+
+__all__ = ["AttackRun", "SuiteOutcome", "plan_suite", "point_correct", "run_attack_suite"]
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class AttackRun:
+    """One attack at one eps on a set of points of the evaluation subset."""
+
+    label: str
+    key: str
+    eps: float | None
+    idx: torch.Tensor
+    correct: torch.Tensor  # per point: probability of a correct prediction after the attack (mean over draws)
+    result: AttackResult
+    seconds: float
+    white_box: bool = True
+
+
+@dataclass
+class SuiteOutcome:
+    """Everything an attack suite produced."""
+
+    rows: list[ResultRow] = field(default_factory=list)
+    runs: list[AttackRun] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    verdict: str = ""
+    worst_case: dict[float, float] = field(default_factory=dict)
+    stochastic: bool = False
+
+
+@dataclass
+class _Planned:
+    label: str
+    attack: Attack
+    eps: list[float] | None
+    n: int | None
+    white_box: bool = True
+
+
+@torch.no_grad()
+def point_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1, batch_size: int = 500
+                  ) -> torch.Tensor:
+    """Per point, the fraction of ``draws`` eval-mode forward passes that predict ``y`` (DESIGN §5.8)."""
+    training = model.training
+    model.eval()
+    try:
+        hits = torch.zeros(len(x))
+        for _ in range(draws):
+            preds = torch.cat([model(x[i : i + batch_size]).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+            hits += (preds == y.cpu()).float()
+        return hits / draws
+    finally:
+        model.train(training)
+
+
+def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return int(model(x[:1]).shape[1])
+    finally:
+        model.train(training)
+
+
+def plan_suite(spec: EvalSpec, num_classes: int, source_model: nn.Module | None = None) -> list[_Planned]:
+    """The attacks of ``spec.suite`` (before EOT/BPDA wrapping)."""
+    norm = spec.norm
+    plan: list[_Planned] = []
+    if spec.suite in ("quick", "full"):
+        plan.append(_Planned("fgsm", ATTACKS.create("fgsm", norm=norm), spec.eps, None))
+    if spec.suite == "quick":
+        plan.append(_Planned("pgd", ATTACKS.create("pgd", norm=norm, steps=20), spec.eps, None))
+    if spec.suite == "full":
+        plan.append(_Planned("pgd-100x5", ATTACKS.create("pgd", norm=norm, steps=100, restarts=5), spec.eps, None))
+        plan.append(_Planned("apgd-ce", ATTACKS.create("apgd-ce", norm=norm, steps=100), spec.eps, None))
+        if num_classes >= 3:
+            plan.append(_Planned("apgd-dlr", ATTACKS.create("apgd-dlr", norm=norm, steps=100), spec.eps, None))
+        if norm == "linf":
+            plan.append(_Planned("square", ATTACKS.create("square", queries=5000), spec.eps, 200, white_box=False))
+        if source_model is not None:
+            inner = ATTACKS.create("pgd", norm=norm, steps=100)
+            plan.append(_Planned("transfer", ATTACKS.create("transfer", source_model=source_model, attack=inner),
+                                 spec.eps, None, white_box=False))
+    for entry in spec.attacks:
+        plan.append(_entry_to_plan(entry, spec, source_model))
+    return plan
+
+
+def _entry_to_plan(entry: AttackEntry, spec: EvalSpec, source_model: nn.Module | None) -> _Planned:
+    params = dict(entry.params)
+    if entry.name == "transfer":
+        params.setdefault("source_model", source_model)
+    attack = ATTACKS.create(entry.name, **params)
+    eps = entry.eps if entry.eps is not None else (spec.eps if attack.bounded else None)
+    return _Planned(entry.label or entry.name, attack, eps, entry.n, white_box=entry.name not in ("square", "boundary", "transfer"))
+
+
+def _wrap(attack: Attack, stochastic: bool, surrogate: nn.Module | None, draws: int) -> Attack:
+    if attack.key in ("transfer", "square", "boundary"):
+        return attack  # score/decision-based and transfer attacks need no gradient of the model
+    wrapped: Attack = EOT(attack=attack, draws=draws) if stochastic else attack
+    return BPDA(attack=wrapped, surrogate=surrogate) if surrogate is not None else wrapped
+
+
+def _subset(y: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
+    return balanced_subset(y, n, seed=seed) if n is not None and n < len(y) else torch.arange(len(y))
+
+
+def _eps_label(eps: float | None) -> str:
+    return "unbounded" if eps is None else f"eps={eps:g}"
+
+
+def run_attack_suite(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: EvalSpec,
+    *,
+    base: dict[str, Any],
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    sink: Callable[[list[ResultRow]], Any] | None = None,
+    source_model: nn.Module | None = None,
+) -> SuiteOutcome:
+    """Run ``spec.suite`` and the checklist on ``(x, y)``; rows go to ``sink`` as they are measured.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The defence; images in [0, 1] to logits.
+    x, y : torch.Tensor
+        The evaluation subset.
+    spec : EvalSpec
+        Suite name, eps grid, norm, extra attacks, checklist subset size and EOT draws.
+    base : dict
+        Fields shared by every row (experiment, model label, dataset, seed, approximate).
+    seed : int, default=0
+        Seeds each attack's generator.
+    source_model : nn.Module, optional
+        A standard model trained on the same data, for the transfer attack.
+    """
+    out = SuiteOutcome()
+    probe_idx = _subset(y, spec.check_n, seed)
+    randomness = detect_randomness(model, x[probe_idx][:100])
+    declared = is_stochastic(model)
+    out.stochastic = stochastic = declared or randomness > 0
+    draws = spec.eot_draws if stochastic else 1
+    surrogate = surrogate_of(model)
+    clean = point_correct(model, x, y, draws, spec.batch_size)
+    plan = plan_suite(spec, _num_classes(model, x), source_model)
+    total = len(plan) + 6
+    step = 0
+
+    def tick(what: str) -> None:
+        nonlocal step
+        step += 1
+        if progress is not None:
+            progress({"stage": "attack", "step": step, "steps": total, "what": what})
+
+    def emit(rows: list[ResultRow]) -> None:
+        out.rows.extend(rows)
+        if sink is not None and rows:
+            sink(rows)
+
+    for item in plan:
+        idx = _subset(y, item.n, seed)
+        attack = _wrap(item.attack, stochastic, surrogate, spec.eot_draws)
+        start = time.perf_counter()
+        gen = torch.Generator().manual_seed(seed)
+        res = attack(model, x[idx], y[idx], eps=item.eps, generator=gen)
+        seconds = time.perf_counter() - start
+        results = res if isinstance(res, list) else [res]
+        eps_list = item.eps if item.eps is not None else [None]
+        rows: list[ResultRow] = []
+        for eps, r in zip(eps_list, results, strict=True):
+            correct = point_correct(model, r.x_adv, y[idx], draws, spec.batch_size) if stochastic else (~r.success).float()
+            run = AttackRun(item.label, item.attack.key, eps, idx, correct, r, seconds / len(results), item.white_box)
+            out.runs.append(run)
+            rows += _rows_for(run, base, item.attack, stochastic, x[0].numel(), clean[idx])
+        emit(rows)
+        tick(item.label)
+
+    out.worst_case = _worst_case(out.runs, clean, spec.eps)
+    emit([_acc_row(base, "worst-case", eps, acc, len(y), {"over": sorted({r.label for r in out.runs})})
+          for eps, acc in out.worst_case.items()])
+    checks = _checklist(model, x, y, spec, out, probe_idx=probe_idx, clean=clean, draws=draws, surrogate=surrogate,
+                        randomness=randomness, declared=declared, base=base, emit=emit, tick=tick, seed=seed)
+    out.checks = checks
+    out.verdict = verdict(checks)
+    reported = min(out.worst_case.values()) if out.worst_case else None
+    emit([ResultRow(**base, attack="checklist", metric="masking_suspected", value=float(out.verdict != "no masking found"),
+                    n=len(probe_idx), params={"verdict": out.verdict, "reported_worst_case": reported,
+                                              "stochastic": stochastic, "draws": draws})])
+    return out
+
+
+def _acc_row(base: dict[str, Any], attack: str, eps: float | None, acc: float, n: int, params: dict[str, Any],
+             metric: str = "accuracy", seconds: float | None = None) -> ResultRow:
+    lo, hi = wilson_interval(round(acc * n), n)
+    return ResultRow(**base, attack=attack, metric=metric, value=acc, n=n, eps=eps,
+                     params={**params, "ci95": [round(lo, 5), round(hi, 5)]}, seconds=seconds)
+
+
+def _rows_for(run: AttackRun, base: dict[str, Any], attack: Attack, stochastic: bool, dim: int,
+              clean_correct: torch.Tensor) -> list[ResultRow]:
+    r, n = run.result, len(run.idx)
+    params = {"attack": repr(attack), **({"draws": "mean over draws"} if stochastic else {})}
+    rows = []
+    if run.eps is not None:
+        rows.append(_acc_row(base, run.label, run.eps, float(run.correct.mean()), n, params, seconds=run.seconds))
+        if stochastic:
+            rows.append(_acc_row(base, run.label, run.eps, r.robust_accuracy, n, params, metric="accuracy_single_draw"))
+    cc = clean_correct > 0.5
+    succ = r.success & cc
+    rate = float(succ.sum()) / max(int(cc.sum()), 1)
+    rows.append(ResultRow(**base, attack=run.label, metric="success_rate", value=rate, n=int(cc.sum()), eps=run.eps,
+                          params=params))
+    if run.eps is None or not attack.bounded:
+        for name in ("l2", "linf", "l0"):
+            rows.append(ResultRow(**base, attack=run.label, metric=f"median_{name}", eps=run.eps, n=int(succ.sum()),
+                                  value=median_finite(r.distances[name][succ]) if succ.any() else None, params=params))
+        rows.append(ResultRow(**base, attack=run.label, metric="score_sq_l2_per_dim", eps=run.eps, n=int(succ.sum()),
+                              value=perturbation_score(r.distances["l2"], succ, dim), params=params))
+    if "min_eps" in r.extra:
+        median, mean, excluded = median_min_eps(r.extra["min_eps"], cc)
+        rows.append(ResultRow(**base, attack=run.label, metric="median_min_eps", value=median, n=int(cc.sum()),
+                              params={**params, "mean_min_eps": mean, "excluded_misclassified": excluded}))
+    rows.append(ResultRow(**base, attack=run.label, metric="mean_queries", value=float(r.queries.float().mean()), n=n,
+                          eps=run.eps, params=params))
+    return rows
+
+
+def _worst_case(runs: list[AttackRun], clean: torch.Tensor, eps_grid: list[float]) -> dict[float, float]:
+    """Per eps: the mean over points of the lowest accuracy any attack left (clean where none ran)."""
+    out: dict[float, float] = {}
+    for eps in eps_grid:
+        per_point = clean.clone()
+        found = False
+        for run in runs:
+            if run.eps is not None and math.isclose(run.eps, eps):
+                per_point[run.idx] = torch.minimum(per_point[run.idx], run.correct)
+                found = True
+        if found:
+            out[eps] = float(per_point.mean())
+    return out
+
+
+def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int) -> torch.Tensor:
+    """Per-sample CE loss of the (draw-averaged) logits in eval mode."""
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = (EOTModel(model, draws) if draws > 1 else model)(x)
+        return attack_loss("ce", logits, y)
+    finally:
+        model.train(training)
+
+
+def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, out: SuiteOutcome, *,
+               probe_idx: torch.Tensor, clean: torch.Tensor, draws: int, surrogate: nn.Module | None,
+               randomness: float, declared: bool, base: dict[str, Any], emit: Callable[[list[ResultRow]], None],
+               tick: Callable[[str], None], seed: int) -> list[CheckResult]:
+    """Run the eight checks (the probes use ``probe_idx``, ``spec.check_n`` points)."""
+    checks: list[CheckResult] = []
+    xp, yp = x[probe_idx], y[probe_idx]
+    norm, eps_grid = spec.norm, sorted(spec.eps)
+    mid = eps_grid[len(eps_grid) // 2] if eps_grid else (0.1 if norm == "linf" else 1.0)
+    stochastic = draws > 1
+
+    def wrapped(attack: Attack) -> Attack:
+        return _wrap(attack, stochastic, surrogate, spec.eot_draws)
+
+    def attack_probe(attack: Attack, eps: float, xs: torch.Tensor = xp, ys: torch.Tensor = yp) -> tuple[AttackResult, torch.Tensor]:
+        res = wrapped(attack)(model, xs, ys, eps=eps, generator=torch.Generator().manual_seed(seed))
+        assert isinstance(res, AttackResult)
+        correct = point_correct(model, res.x_adv, ys, draws, spec.batch_size) if stochastic else (~res.success).float()
+        return res, correct
+
+    def on_probe(run: AttackRun) -> torch.Tensor | None:
+        """The run's per-point accuracy on the probe points, or None when it does not cover them."""
+        pos = {int(i): k for k, i in enumerate(run.idx)}
+        if not all(int(i) in pos for i in probe_idx):
+            return None
+        return run.correct[torch.tensor([pos[int(i)] for i in probe_idx])]
+
+    # 1. single-step never beats iterative
+    diffs = []
+    for eps in eps_grid:
+        fgsm = [on_probe(r) for r in out.runs if r.key == "fgsm" and r.eps is not None and math.isclose(r.eps, eps)]
+        iters = [on_probe(r) for r in out.runs if r.key in ("pgd", "apgd-ce", "apgd-dlr", "bim") and r.eps is not None
+                 and math.isclose(r.eps, eps)]
+        fgsm, iters = [f for f in fgsm if f is not None], [i for i in iters if i is not None]
+        if not fgsm or not iters:
+            _, f = attack_probe(ATTACKS.create("fgsm", norm=norm), eps)
+            _, p = attack_probe(ATTACKS.create("pgd", norm=norm, steps=20), eps)
+            fgsm, iters = [f], [p]
+        best_iter = torch.stack(iters).min(0).values.mean()
+        diffs.append(float(best_iter - fgsm[0].mean()))
+    value = max(diffs) if diffs else None
+    checks.append(CheckResult("single-vs-iterative", None if value is None else value <= TOL["single-vs-iterative"],
+                              value, TOL["single-vs-iterative"],
+                              "FGSM left fewer points correct than PGD: the iterative attack is not converging "
+                              "(gradient masking or a too-small step); try more steps, restarts, other losses."))
+    tick("check: single vs iterative")
+
+    # 2. monotone in eps, and an unbounded attack fools everything
+    curve = [out.worst_case[e] for e in eps_grid if e in out.worst_case]
+    rise = max((b - a for a, b in zip(curve, curve[1:], strict=False)), default=0.0)
+    checks.append(CheckResult("monotone-in-eps", rise <= TOL["monotone-in-eps"], rise, TOL["monotone-in-eps"],
+                              "Robust accuracy rises with eps: the attack fails at large eps, a sign of masking "
+                              "or of a broken attack. Try more steps, BPDA/EOT, a gradient-free attack."))
+    big = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
+    unb, unb_correct = attack_probe(ATTACKS.create("pgd", norm=norm, steps=50, random_start=False,
+                                                   step_size=0.05 if norm == "linf" else big / 20), big)
+    unb_acc = float(unb_correct.mean())
+    emit([_acc_row(base, "check:unbounded-pgd", big, unb_acc, len(probe_idx), {"steps": 50})])
+    checks.append(CheckResult("unbounded-attack", unb_acc <= TOL["unbounded-attack"], unb_acc, TOL["unbounded-attack"],
+                              "An attack with eps covering the whole image does not fool every point: gradients are "
+                              "masked or the attack is broken (Pintor: unconstrained attack failure). Use BPDA/EOT."))
+    tick("check: monotone / unbounded")
+
+    # 3, 7. more steps and restarts; incomplete optimisation, non-converging attack, silent success
+    steps = 20 if spec.suite != "full" else 100
+    step_size = 2.5 * mid / steps  # Madry et al.'s rule, fixed so that the 2T run extends the T run
+    a_res, a_ok = attack_probe(PGD(norm=norm, steps=steps, step_size=step_size, random_start=False), mid)
+    b_res, b_ok = attack_probe(PGD(norm=norm, steps=2 * steps, step_size=step_size, random_start=False), mid)
+    c_res, c_ok = attack_probe(PGD(norm=norm, steps=steps, step_size=step_size, random_start=False, early_stop=True), mid)
+    d_res, d_ok = attack_probe(PGD(norm=norm, steps=2 * steps, restarts=2 if spec.suite != "full" else 6), mid)
+    suite_pgd = [on_probe(r) for r in out.runs if r.key == "pgd" and r.eps is not None and math.isclose(r.eps, mid)]
+    suite_pgd = [s for s in suite_pgd if s is not None]
+    base_acc = float(suite_pgd[0].mean()) if suite_pgd else float(a_ok.mean())
+    drop = base_acc - float(torch.minimum(b_ok, d_ok).mean())
+    emit([_acc_row(base, "check:pgd-2x-steps-restarts", mid, float(torch.minimum(b_ok, d_ok).mean()), len(probe_idx),
+                   {"steps": 2 * steps})])
+    checks.append(CheckResult("more-steps-restarts", drop <= TOL["more-steps-restarts"], drop, TOL["more-steps-restarts"],
+                              "Doubling PGD's steps and adding restarts lowered robust accuracy: the suite's attack "
+                              "had not converged. Report the stronger attack; use more steps/restarts (or APGD)."))
+    loss0 = _mean_loss(model, xp, yp, draws)
+    loss_a, loss_b = _mean_loss(model, a_res.x_adv, yp, draws), _mean_loss(model, b_res.x_adv, yp, draws)
+    alive = a_ok > 0.5
+    if alive.any():
+        la, lb = float(loss_a[alive].mean()), float(loss_b[alive].mean())
+        incomplete = (lb - la) / max(abs(la), 1e-12)
+    else:
+        incomplete = 0.0
+    checks.append(CheckResult("incomplete-optimisation", incomplete <= TOL["incomplete-optimisation"], incomplete,
+                              TOL["incomplete-optimisation"],
+                              "The loss kept rising between T and 2T steps on points the attack had not fooled: "
+                              "the attack stopped too early. Use more steps (Pintor et al. 2022)."))
+    cc = clean[probe_idx] > 0.5
+    worse = float(((loss_a < loss0 - 1e-6) & cc & alive).float().sum()) / max(int(cc.sum()), 1)
+    checks.append(CheckResult("non-converging-attack", worse <= TOL["non-converging-attack"], worse,
+                              TOL["non-converging-attack"],
+                              "For these points the attack ended with a lower loss than it started with: the "
+                              "step size is too large or the loss surface is noisy. Lower the step, use EOT or APGD."))
+    silent = float((c_res.success & ~a_res.success & cc).float().sum()) / max(int(cc.sum()), 1)
+    checks.append(CheckResult("silent-success", silent <= TOL["silent-success"], silent, TOL["silent-success"],
+                              "An iterate fooled the model but the returned point does not: keep the best iterate "
+                              "(early_stop=True, or restarts) (Pintor et al. 2022)."))
+    tick("check: steps, restarts, convergence")
+
+    # 4. black-box and transfer attacks do not beat white-box
+    white = [r for r in out.runs if r.white_box and r.eps is not None and math.isclose(r.eps, mid)]
+    black = [r for r in out.runs if not r.white_box and r.eps is not None and math.isclose(r.eps, mid)]
+    if norm == "linf" and not any(r.key == "square" for r in black):
+        sq_idx = probe_idx[: min(100, len(probe_idx))]
+        sq = ATTACKS.create("square", queries=1000)
+        res = sq(model, x[sq_idx], y[sq_idx], eps=mid, generator=torch.Generator().manual_seed(seed))
+        assert isinstance(res, AttackResult)
+        ok = point_correct(model, res.x_adv, y[sq_idx], draws, spec.batch_size) if stochastic else (~res.success).float()
+        black.append(AttackRun("check:square-1000", "square", mid, sq_idx, ok, res, 0.0, white_box=False))
+        emit([_acc_row(base, "check:square-1000", mid, float(ok.mean()), len(sq_idx), {"queries": 1000})])
+    white_probe = AttackRun("check:pgd", "pgd", mid, probe_idx, torch.minimum(torch.minimum(a_ok, b_ok), d_ok),
+                            a_res, 0.0)
+    gaps = []
+    for bb in black:
+        per_point = clean.clone()
+        for w in [*white, white_probe]:
+            per_point[w.idx] = torch.minimum(per_point[w.idx], w.correct)
+        gaps.append(float(per_point[bb.idx].mean() - bb.correct.mean()))
+    gap = max(gaps) if gaps else None
+    checks.append(CheckResult("black-box-vs-white-box", None if gap is None else gap <= TOL["black-box-vs-white-box"],
+                              gap, TOL["black-box-vs-white-box"],
+                              "A gradient-free (Square) or transfer attack fools points that the white-box attacks "
+                              "missed: white-box gradients are unreliable (masking). Report the worst case; try BPDA."
+                              if gap is not None else "not applicable: no black-box attack for this norm"))
+    tick("check: black-box vs white-box")
+
+    # 5, 6. unavailable gradients and EOT/BPDA
+    zero_points, zero_entries = zero_gradient_fraction(model, xp, yp)
+    checks.append(CheckResult("unavailable-gradients", zero_points <= TOL["unavailable-gradients"], zero_points,
+                              TOL["unavailable-gradients"],
+                              f"{100 * zero_points:.1f}% of points have an all-zero input gradient "
+                              f"({100 * zero_entries:.1f}% of entries): gradients are masked (quantisation, "
+                              "saturated softmax). Declare a BPDA surrogate; use margin-loss and gradient-free attacks."))
+    needs_bpda = zero_points > TOL["unavailable-gradients"]
+    # every attack of this suite is EOT-wrapped when the model is random (declared or detected), so
+    # what can still be missing is a surrogate for vanishing gradients
+    bpda_ok = not needs_bpda or surrogate is not None
+    checks.append(CheckResult("eot-bpda", bpda_ok, float(stochastic) + 2 * float(surrogate is not None), None,
+                              "Gradients vanish and no BPDA surrogate is declared: the white-box numbers are upper "
+                              "bounds. Declare one with neurorobust.declare(model, surrogate=...)."
+                              if not bpda_ok else
+                              f"EOT ({spec.eot_draws} draws) {'used' if stochastic else 'not needed'}; BPDA "
+                              f"{'used' if surrogate is not None else 'not needed'}."))
+    tick("check: gradients, EOT/BPDA")
+
+    # 7. transfer failure (surrogate-based attacks only)
+    if surrogate is not None:
+        p = PGD(norm=norm, steps=steps)
+        res_s = p(surrogate, xp, yp, eps=mid, generator=torch.Generator().manual_seed(seed))
+        assert isinstance(res_s, AttackResult)
+        on_target = point_correct(model, res_s.x_adv, yp, draws, spec.batch_size) < 0.5
+        s_rate = float((res_s.success & cc).float().sum()) / max(int(cc.sum()), 1)
+        t_rate = float((on_target & cc).float().sum()) / max(int(cc.sum()), 1)
+        ratio = t_rate / s_rate if s_rate > 0 else 1.0
+        checks.append(CheckResult("transfer-failure", ratio >= TOL["transfer-failure"], ratio, TOL["transfer-failure"],
+                                  "Examples that fool the surrogate do not fool the model: the surrogate is a poor "
+                                  "stand-in, so BPDA numbers are upper bounds. Improve the surrogate."))
+    else:
+        checks.append(CheckResult("transfer-failure", None, None, TOL["transfer-failure"],
+                                  "not applicable: no surrogate declared (no BPDA attack)"))
+
+    # 8. randomness
+    random_ok = randomness == 0 or declared
+    checks.append(CheckResult("randomness", random_ok, randomness, TOL["randomness"],
+                              "The model is random at test time but does not declare it: judged on the mean over "
+                              f"{spec.eot_draws} draws with EOT anyway; declare is_stochastic=True."
+                              if not random_ok else
+                              (f"random: EOT with {spec.eot_draws} draws; accuracy is the mean over draws"
+                               if randomness > 0 else "deterministic")))
+    if stochastic:
+        plain = PGD(norm=norm, steps=steps)
+        res = (BPDA(attack=plain, surrogate=surrogate) if surrogate is not None else plain)(
+            model, xp, yp, eps=mid, generator=torch.Generator().manual_seed(seed))
+        assert isinstance(res, AttackResult)
+        ok = point_correct(model, res.x_adv, yp, draws, spec.batch_size)
+        emit([_acc_row(base, "check:pgd-without-eot", mid, float(ok.mean()), len(probe_idx), {"steps": steps})])
+    tick("check: randomness")
+    return checks

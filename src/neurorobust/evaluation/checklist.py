@@ -1,0 +1,112 @@
+"""The gradient-masking checklist: eight checks, each a stored result, and one verdict per defence.
+
+Checks (DESIGN §5; Carlini et al. 2019, Athalye et al. 2018, Pintor et al. 2022), explained in
+``docs/checks.md`` ("raised if / what to do"):
+
+1. ``single-vs-iterative``: FGSM never leaves fewer points correct than PGD at the same eps.
+2. ``monotone-in-eps``: robust accuracy falls (weakly) with eps; ``unbounded-attack``: an attack
+   with eps covering the whole box fools (nearly) every point.
+3. ``more-steps-restarts``: doubling PGD's steps and adding restarts changes robust accuracy by
+   less than a tolerance.
+4. ``black-box-vs-white-box``: a gradient-free attack (Square) and a transfer attack do not beat
+   the white-box attacks on the same points.
+5. ``eot-bpda``: a random model is attacked with EOT and a model with vanishing gradients has a
+   BPDA surrogate.
+6. ``unavailable-gradients``: the fraction of points whose input gradient is exactly zero.
+7. Pintor et al.'s indicators of attack failure: ``silent-success``, ``incomplete-optimisation``,
+   ``non-converging-attack``, ``transfer-failure`` (plus ``unavailable-gradients`` = 6 and
+   ``unbounded-attack`` = 2).
+8. ``randomness``: a model whose logits change between two identical forward passes is random;
+   undeclared randomness is flagged, and every random model is judged on the mean over draws.
+
+A failed check turns the verdict to ``masking suspected: <checks>`` and the reported robust
+accuracy to the worst case over every attack run. A check that does not apply (e.g. transfer
+failure without a surrogate) has ``passed=None`` and says why.
+
+References
+----------
+N. Carlini et al. (2019). On evaluating adversarial robustness. :arxiv:`1902.06705`.
+A. Athalye, N. Carlini, D. Wagner (2018). Obfuscated gradients give a false sense of security. ICML.
+:arxiv:`1802.00420`.
+M. Pintor et al. (2022). Indicators of attack failure: debugging and improving optimization of
+adversarial examples. NeurIPS. :arxiv:`2106.09947`.
+F. Croce, M. Hein (2020). Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks. ICML. :arxiv:`2003.01690` (auto-attack's checks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["TOLERANCES", "CheckResult", "detect_randomness", "verdict", "zero_gradient_fraction"]
+
+#: Thresholds of the checks (fractions of points unless stated); docs/checks.md explains each.
+TOLERANCES = {
+    "single-vs-iterative": 0.01,  # FGSM accuracy may not fall below PGD's by more than this
+    "monotone-in-eps": 0.01,  # an increase of accuracy with eps larger than this is flagged
+    "unbounded-attack": 0.01,  # at most this fraction of points may survive the unbounded attack
+    "more-steps-restarts": 0.02,  # PGD with 2x steps and more restarts may not lower accuracy more
+    "black-box-vs-white-box": 0.01,  # Square / transfer may not beat white-box by more than this
+    "unavailable-gradients": 0.01,  # fraction of points with an all-zero input gradient
+    "silent-success": 0.01,  # points fooled by an iterate but not by the returned point
+    "incomplete-optimisation": 0.05,  # relative increase of mean loss from T to 2T steps
+    "non-converging-attack": 0.05,  # points whose final loss is below their initial loss
+    "transfer-failure": 0.5,  # target success below this fraction of the surrogate's success
+    "randomness": 0.0,  # max |logit difference| between two identical forward passes
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check: ``passed`` is ``True``/``False``, or ``None`` when the check does not apply."""
+
+    name: str
+    passed: bool | None
+    value: float | None
+    threshold: float | None
+    advice: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.passed is False
+
+
+def verdict(checks: list[CheckResult]) -> str:
+    """``no masking found`` or ``masking suspected: <failed checks>``."""
+    failed = [c.name for c in checks if c.failed]
+    return "masking suspected: " + ", ".join(failed) if failed else "no masking found"
+
+
+@torch.no_grad()
+def detect_randomness(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
+    """Largest |logit difference| between identical eval-mode forward passes (0 for a deterministic model)."""
+    training = model.training
+    model.eval()
+    try:
+        first = model(x)
+        return max(float((model(x) - first).abs().max()) for _ in range(repeats - 1))
+    finally:
+        model.train(training)
+
+
+def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"
+                           ) -> tuple[float, float]:
+    """(fraction of points whose input gradient is all zero, fraction of zero gradient entries).
+
+    Measured on the raw model at the clean points, in eval mode (auto-attack's zero-gradient check,
+    Pintor et al.'s "unavailable gradients").
+    """
+    from ..attacks import input_gradient
+
+    training = model.training
+    model.eval()
+    try:
+        grad, _, _ = input_gradient(model, x, y, loss)
+    finally:
+        model.train(training)
+    flat = grad.flatten(1)
+    zero = flat == 0
+    return float(zero.all(1).float().mean()), float(zero.float().mean())

@@ -1,0 +1,169 @@
+"""The gradient-masking checklist catches masking on purpose-built models and not on an honest one."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+import neurorobust
+from neurorobust.attacks import ATTACKS
+from neurorobust.data import load_dataset
+from neurorobust.evaluation.attack_suite import point_correct
+from neurorobust.evaluation.checklist import CheckResult, detect_randomness, verdict, zero_gradient_fraction
+from neurorobust.models import create_model
+from neurorobust.training import fit
+
+SETTINGS = {"n": 150, "check_n": 60, "eps": [0.1, 0.2, 0.3], "noise_sigmas": [], "blur_sigmas": []}
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_mlp() -> nn.Module:
+    ds = load_dataset("mnist")
+    torch.manual_seed(0)
+    model = create_model("mlp", widths=(128,))
+    fit(model, ds.x_train[:12_000], ds.y_train[:12_000], epochs=2, batch_size=100, seed=0)
+    return model.eval()
+
+
+def _honest_mlp() -> nn.Module:
+    """A fresh copy of one small MNIST MLP (~93%), trained once per test session."""
+    return copy.deepcopy(_trained_mlp())
+
+
+class Quantised(nn.Module):
+    """Input quantisation to 4 levels before the classifier: every input gradient is exactly zero."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.round(x * 3) / 3)
+
+
+class PixelDropout(nn.Module):
+    """Half of the input pixels zeroed at random at test time: one draw's gradient misses half the image."""
+
+    def __init__(self, inner: nn.Module, p: float = 0.5) -> None:
+        super().__init__()
+        self.inner, self.p = inner, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * (torch.rand_like(x) >= self.p))
+
+
+class Tempered(nn.Module):
+    """Logits times 1000, as a distilled network at temperature 1: the softmax saturates."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 1000.0 * self.inner(x)
+
+
+def _by_name(result) -> dict[str, CheckResult]:
+    return {c.name: c for c in result.checks}
+
+
+def _acc(result, attack: str, eps: float, metric: str = "accuracy") -> float:
+    (row,) = [r for r in result.rows if r.attack == attack and r.metric == metric and r.eps == eps]
+    return row.value
+
+
+def test_honest_model_has_no_masking_and_unbounded_attack_succeeds():
+    result = neurorobust.evaluate(_honest_mlp(), "mnist", suite="quick", **SETTINGS)
+    checks = _by_name(result)
+    assert result.verdict == "no masking found", [c for c in result.checks if c.failed]
+    assert checks["unbounded-attack"].value <= 0.01
+    assert checks["unavailable-gradients"].value == 0.0
+    assert checks["transfer-failure"].passed is None
+    assert result.worst_case[0.3] < result.worst_case[0.1]
+
+
+def test_quantised_input_is_flagged_and_bpda_restores_the_attack():
+    honest = _honest_mlp()
+    masked = Quantised(honest)
+    plain = neurorobust.evaluate(masked, "mnist", suite="quick", **SETTINGS)
+    checks = _by_name(plain)
+    assert checks["unavailable-gradients"].failed and checks["unavailable-gradients"].value == 1.0
+    assert checks["eot-bpda"].failed  # no surrogate declared
+    assert plain.verdict.startswith("masking suspected") and "unavailable-gradients" in plain.verdict
+    pgd_without = _acc(plain, "pgd", 0.2)
+    # Square (gradient-free) still finds what the zero gradients hide
+    assert checks["black-box-vs-white-box"].failed
+    neurorobust.declare(masked, surrogate=honest)
+    bpda = neurorobust.evaluate(masked, "mnist", suite="quick", **SETTINGS)
+    pgd_with = _acc(bpda, "pgd", 0.2)
+    assert pgd_with < pgd_without - 0.3, (pgd_with, pgd_without)
+    assert _by_name(bpda)["eot-bpda"].passed
+    assert _by_name(bpda)["unavailable-gradients"].failed  # still masking, now attacked through BPDA
+    assert _by_name(bpda)["transfer-failure"].passed
+
+
+def test_random_model_is_detected_attacked_with_eot_and_eot_is_needed():
+    noisy = PixelDropout(_honest_mlp())
+    assert detect_randomness(noisy, torch.rand(8, 1, 28, 28)) > 0
+    settings = {**SETTINGS, "eps": [0.1], "n": 100, "check_n": 50, "eot_draws": 5}
+    result = neurorobust.evaluate(noisy, "mnist", suite="quick", **settings)
+    checks = _by_name(result)
+    assert checks["randomness"].failed  # random, but not declared
+    # the suite attacked through EOT: FGSM with EOT is far stronger than one draw's FGSM
+    ds = load_dataset("mnist")
+    x, y = ds.x_test[:100], ds.y_test[:100]
+    one_draw = ATTACKS.create("fgsm")(noisy, x, y, eps=0.1)
+    single = float(point_correct(noisy, one_draw.x_adv, y, 5).mean())
+    assert _acc(result, "fgsm", 0.1) < single - 0.2, (_acc(result, "fgsm", 0.1), single)
+    assert _acc(result, "pgd", 0.1) <= _acc(result, "check:pgd-without-eot", 0.1)
+    # judged on the mean over draws, and the single-draw number is shown beside it
+    assert any(r.metric == "accuracy_single_draw" for r in result.rows)
+    neurorobust.declare(noisy, stochastic=True)
+    declared = neurorobust.evaluate(noisy, "mnist", suite="quick", **settings)
+    assert _by_name(declared)["randomness"].passed
+
+
+def test_saturated_softmax_defeats_ce_fgsm_but_not_margin_attacks():
+    tempered = Tempered(_honest_mlp())
+    ds = load_dataset("mnist")
+    x, y = ds.x_test[:200], ds.y_test[:200]
+    ce = ATTACKS.create("fgsm")(tempered, x, y, eps=0.2)
+    margin = ATTACKS.create("pgd", loss="margin", steps=20)(tempered, x, y, eps=0.2)
+    assert ce.robust_accuracy > margin.robust_accuracy + 0.3, (ce.robust_accuracy, margin.robust_accuracy)
+    zero_points, _ = zero_gradient_fraction(tempered, x, y)
+    assert zero_points > 0.5
+    result = neurorobust.evaluate(tempered, "mnist", suite="quick", **SETTINGS)
+    assert result.verdict.startswith("masking suspected")
+    checks = _by_name(result)
+    assert checks["unavailable-gradients"].failed and checks["black-box-vs-white-box"].failed
+
+
+def test_verdict_wording():
+    ok = CheckResult("a", True, 0.0, 0.1)
+    na = CheckResult("b", None, None, 0.1, "not applicable")
+    bad = CheckResult("c", False, 1.0, 0.1, "fix it")
+    assert verdict([ok, na]) == "no masking found"
+    assert verdict([ok, bad, na]) == "masking suspected: c"
+
+
+@pytest.mark.parametrize("suite", ["quick", "seed-paper"])
+def test_suites_write_rows_checks_and_verdict_to_the_store(tmp_path, suite):
+    from neurorobust.store import ResultsStore
+
+    model = _honest_mlp()
+    extra = {"attacks": [{"name": "fgsm-min", "params": {"max_eps": 0.3, "grid_step": 0.01}, "n": 50}]} \
+        if suite == "seed-paper" else {}
+    result = neurorobust.evaluate(model, "mnist", suite=suite, store=tmp_path / "r.db", experiment="e",
+                                  **{**SETTINGS, **extra})
+    with ResultsStore(tmp_path / "r.db") as st:
+        assert len(st.results(experiment="e")) == len(result.rows)
+        assert len(st.checks(experiment="e")) == len(result.checks) >= 11
+        (v,) = [r for r in st.results(experiment="e") if r["attack"] == "checklist"]
+        assert v["params"]["verdict"] == result.verdict
+    if suite == "seed-paper":
+        (m,) = [r for r in result.rows if r.metric == "median_min_eps"]
+        assert 0 < m.value < 0.3 and m.params["excluded_misclassified"] >= 0
