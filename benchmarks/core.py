@@ -23,7 +23,8 @@ LOAD = textwrap.dedent(
     secs = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tensor_mb = sum(t.numel() * t.element_size() for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)) / 2**20
-    print(json.dumps({"seconds": secs, "peak_mb": peak / 1024, "delta_mb": (peak - base) / 1024, "tensor_mb": tensor_mb}))
+    print(json.dumps({"seconds": secs, "peak_mb": peak / 1024, "delta_mb": (peak - base) / 1024,
+                      "tensor_mb": tensor_mb}))
     """
 )
 
@@ -59,8 +60,10 @@ def main() -> None:
     args = parser.parse_args()
     load = _run(LOAD)
     print("MNIST load (60,000 + 10,000 images, md5-checked, to float32 tensors)")
-    print(f"  seconds {load['seconds']:.2f} | peak RSS {load['peak_mb']:.0f} MiB "
-          f"(+{load['delta_mb']:.0f} MiB for loading; tensors {load['tensor_mb']:.0f} MiB)")
+    print(
+        f"  seconds {load['seconds']:.2f} | peak RSS {load['peak_mb']:.0f} MiB "
+        f"(+{load['delta_mb']:.0f} MiB for loading; tensors {load['tensor_mb']:.0f} MiB)"
+    )
     print(f"\nTraining throughput, one epoch over {args.n:,} MNIST images (Adam, cross-entropy)")
     print(f"{'model':<12}{'batch':>7}{'images/s':>12}{'seconds':>10}{'threads':>9}")
     rates = {}

@@ -155,10 +155,14 @@ def test_suites_write_rows_checks_and_verdict_to_the_store(tmp_path, suite):
     from neurorobust.store import ResultsStore
 
     model = _honest_mlp()
-    extra = {"attacks": [{"name": "fgsm-min", "params": {"max_eps": 0.3, "grid_step": 0.01}, "n": 50}]} \
-        if suite == "seed-paper" else {}
-    result = neurorobust.evaluate(model, "mnist", suite=suite, store=tmp_path / "r.db", experiment="e",
-                                  **{**SETTINGS, **extra})
+    extra = (
+        {"attacks": [{"name": "fgsm-min", "params": {"max_eps": 0.3, "grid_step": 0.01}, "n": 50}]}
+        if suite == "seed-paper"
+        else {}
+    )
+    result = neurorobust.evaluate(
+        model, "mnist", suite=suite, store=tmp_path / "r.db", experiment="e", **{**SETTINGS, **extra}
+    )
     with ResultsStore(tmp_path / "r.db") as st:
         assert len(st.results(experiment="e")) == len(result.rows)
         assert len(st.checks(experiment="e")) == len(result.checks) >= 11

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import REPO
 from neurorobust.claims import Claim, judge, load_claims, ours_for
 from neurorobust.errors import InvalidParameterError, SpecError, UnknownNameError
 from neurorobust.models import MODELS, create_model
@@ -14,8 +15,6 @@ from neurorobust.registry import Registry
 from neurorobust.specs import eval_key, load_spec, parse_spec, train_key
 from neurorobust.training import fit, loss_fn, lr_at
 from neurorobust.validation import Interval, Options, validate_params
-
-from conftest import REPO
 
 
 # -- registry and validation ------------------------------------------------------------------
@@ -39,7 +38,7 @@ def test_registry_rejects_duplicates_unknown_names_and_keys():
 def test_validation_messages_follow_one_wording():
     with pytest.raises(InvalidParameterError, match=r"The 'k' parameter of Net must be an int in \[1, inf\)\. Got 0"):
         validate_params("Net", {"k": Interval(int, 1, None)}, {"k": 0})
-    with pytest.raises(InvalidParameterError, match="must be 'ce' or 'mse'. Got 'l1' instead"):
+    with pytest.raises(InvalidParameterError, match=r"must be 'ce' or 'mse'\. Got 'l1' instead"):
         validate_params("f", {"loss": Options(["ce", "mse"])}, {"loss": "l1"})
     with pytest.raises(InvalidParameterError):
         validate_params("f", {"p": Interval(float, 0, 1)}, {"p": float("nan")})
@@ -159,8 +158,9 @@ def test_fit_learns_digits_and_is_seeded():
     for _ in range(2):
         torch.manual_seed(1)
         model = create_model("mlp", input_shape=(1, 8, 8), widths=(64,))
-        model, hist = fit(model, ds.x_train, ds.y_train, lr=0.01, epochs=5, batch_size=64, seed=3,
-                          x_val=ds.x_test, y_val=ds.y_test)
+        model, hist = fit(
+            model, ds.x_train, ds.y_train, lr=0.01, epochs=5, batch_size=64, seed=3, x_val=ds.x_test, y_val=ds.y_test
+        )
         results.append(hist.final)
     assert results[0]["val_acc"] > 0.9
     assert results[0] == {**results[1], "seconds": results[0]["seconds"]}
@@ -194,13 +194,28 @@ def test_claim_verdict_rules():
     assert judge(c, 40.7).verdict == "reproduced"  # within max(2 sd = 4, 3 points)
     assert judge(c, 41.0).verdict == "not reproduced"
     assert judge(c, None).verdict == "not run"
-    nc = Claim(id="b", table="T1", dataset="caltech10", metric="accuracy", value=80.0, comparable=False,
-               reason="ImageNet10 stand-in")
+    nc = Claim(
+        id="b",
+        table="T1",
+        dataset="caltech10",
+        metric="accuracy",
+        value=80.0,
+        comparable=False,
+        reason="ImageNet10 stand-in",
+    )
     assert judge(nc, 80.0).verdict == "not comparable"
     q = Claim(id="q", table="abstract", dataset="cifar10", metric="alpha", kind="qualitative")
     assert judge(q, 1.0).verdict == "not judged"
-    rel = Claim(id="r", table="T3", dataset="mnist", metric="median_min_eps", kind="relative", value=2.0,
-                baseline_model="control", unit="raw")
+    rel = Claim(
+        id="r",
+        table="T3",
+        dataset="mnist",
+        metric="median_min_eps",
+        kind="relative",
+        value=2.0,
+        baseline_model="control",
+        unit="raw",
+    )
     assert judge(rel, 0.21, baseline=0.1).verdict == "reproduced"  # ratio 2.1: within 25% of 2
     assert judge(rel, 0.26, baseline=0.1).verdict == "not reproduced"
     assert judge(rel, 0.09, baseline=0.1).verdict == "not reproduced"  # wrong direction
@@ -215,10 +230,53 @@ def test_claims_file_loader_and_lookup(tmp_path):
         'metric = "accuracy"\nattack = "fgsm"\neps = 0.1\nvalue = 36.8\nexperiment = "e"\nmodel = "m"\n'
     )
     cf = load_claims(path)
-    rows = [{"experiment": "e", "model": "m", "metric": "accuracy", "attack": "fgsm", "dataset": "mnist",
-             "eps": 0.1, "value": 0.37, "run_id": 1}]
+    rows = [
+        {
+            "experiment": "e",
+            "model": "m",
+            "metric": "accuracy",
+            "attack": "fgsm",
+            "dataset": "mnist",
+            "eps": 0.1,
+            "value": 0.37,
+            "run_id": 1,
+        }
+    ]
     assert ours_for(cf.claims[0], rows) == pytest.approx(37.0)
-    path.write_text('paper = "P"\nseed = "1"\n[[claims]]\nid = "x"\ntable = "T"\ndataset = "d"\nmetric = "m"\n'
-                    'comparable = false\nvalue = 1.0\n')
+    path.write_text(
+        'paper = "P"\nseed = "1"\n[[claims]]\nid = "x"\ntable = "T"\ndataset = "d"\nmetric = "m"\n'
+        "comparable = false\nvalue = 1.0\n"
+    )
     with pytest.raises(SpecError, match="say why a claim is not comparable"):
         load_claims(path)
+
+
+def test_report_puts_claims_next_to_our_numbers(tmp_path):
+    from neurorobust.report.build import claims_table
+
+    (tmp_path / "paper.toml").write_text(
+        'paper = "P"\nseed = "003"\n'
+        '[[claims]]\nid = "a"\ntable = "Table 2"\nrow = "Base"\ndataset = "mnist"\nmetric = "accuracy"\n'
+        'attack = "fgsm"\neps = 0.1\nvalue = 36.8\nexperiment = "e"\nmodel = "base"\n'
+        '[[claims]]\nid = "b"\ntable = "Table 2"\ndataset = "mnist"\nmetric = "accuracy"\nattack = "pgd"\n'
+        'eps = 0.1\nvalue = 14.8\nexperiment = "e"\nmodel = "base"\n'
+        '[[claims]]\nid = "other"\ntable = "T"\ndataset = "mnist"\nmetric = "accuracy"\nvalue = 1.0\n'
+        'experiment = "not-this-one"\n'
+    )
+    rows = [
+        {
+            "experiment": "e",
+            "model": "base",
+            "metric": "accuracy",
+            "attack": "fgsm",
+            "dataset": "mnist",
+            "eps": 0.1,
+            "value": 0.38,
+            "run_id": 3,
+        }
+    ]
+    _, body = claims_table("e", rows, tmp_path)
+    assert [b[0] for b in body] == ["paper:a", "paper:b"]
+    assert body[0][6] == "38" and body[0][7] == "reproduced"
+    assert body[1][7] == "not run"
+    assert claims_table("nothing", rows, tmp_path) is None

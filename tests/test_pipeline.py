@@ -11,18 +11,17 @@ import pytest
 import torch
 
 import neurorobust
+from conftest import REPO
 from neurorobust.errors import InvalidParameterError
 from neurorobust.report import build_report
 from neurorobust.store import ResultsStore
 
-from conftest import REPO
-
 
 def nr(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NEURO_RUNS": str(cwd / "runs"), "NEURO_STORE": str(cwd / "results.db"),
-           "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "neurorobust.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "NEURO_RUNS": str(cwd / "runs"), "NEURO_STORE": str(cwd / "results.db"), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "neurorobust.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"neurorobust {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -101,8 +100,16 @@ def test_api_evaluate_declare_and_nan(tmp_path):
     model = neurorobust.models.create_model("mlp", input_shape=(1, 8, 8), widths=(16,))
     neurorobust.declare(model, stochastic=True, surrogate=torch.nn.Identity())
     assert model.is_stochastic and isinstance(model.bpda_surrogate(), torch.nn.Identity)
-    rows = neurorobust.evaluate(model, ds, suite="none", n=50, noise_sigmas=[0.0], blur_sigmas=[],
-                                store=tmp_path / "r.db", experiment="api-test").rows
+    rows = neurorobust.evaluate(
+        model,
+        ds,
+        suite="none",
+        n=50,
+        noise_sigmas=[0.0],
+        blur_sigmas=[],
+        store=tmp_path / "r.db",
+        experiment="api-test",
+    ).rows
     assert rows[0].attack == "clean" and rows[0].n == 50
     with ResultsStore(tmp_path / "r.db") as st:
         assert len(st.results(experiment="api-test")) == len(rows)

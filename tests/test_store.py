@@ -18,8 +18,14 @@ from neurorobust.store import SCHEMA_VERSION, ResultRow, ResultsStore
 
 def test_round_trip(store):
     run = store.start_run("exp", "evaluate", spec={"a": 1}, train_key="t", eval_key="e")
-    store.add_results(run, [ResultRow("exp", "cnn", "mnist", "pgd", "accuracy", 0.5, n=100, eps=0.3,
-                                      params={"steps": 40}, seed=2, seconds=1.5)])
+    store.add_results(
+        run,
+        [
+            ResultRow(
+                "exp", "cnn", "mnist", "pgd", "accuracy", 0.5, n=100, eps=0.3, params={"steps": 40}, seed=2, seconds=1.5
+            )
+        ],
+    )
     store.finish_run(run)
     (row,) = store.results(experiment="exp")
     assert row["value"] == 0.5 and row["params"] == {"steps": 40} and row["eps"] == 0.3 and row["n"] == 100

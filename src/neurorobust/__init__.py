@@ -9,6 +9,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .api import declare, evaluate, load, train  # noqa: E402
+from .api import declare, evaluate, load, train
 
 __all__ = ["__version__", "declare", "evaluate", "load", "train"]

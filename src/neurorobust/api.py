@@ -58,8 +58,14 @@ def train(
         Receives progress events (see :func:`neurorobust.training.fit`).
     """
     s = _as_spec(spec)
-    return run_experiment(s, store=None, runs_dir=Path(runs_dir) if runs_dir else None, force=force,  # type: ignore[arg-type]
-                          evaluate_model=False, progress=progress)
+    return run_experiment(
+        s,
+        store=None,
+        runs_dir=Path(runs_dir) if runs_dir else None,
+        force=force,  # type: ignore[arg-type]
+        evaluate_model=False,
+        progress=progress,
+    )
 
 
 def evaluate(
@@ -108,13 +114,30 @@ def evaluate(
     dataset = load_dataset(data) if isinstance(data, str) else data
     label = label or type(model).__name__
     if store is None:
-        return _evaluate(model, dataset, espec, experiment=experiment, label=label, seed=seed, progress=progress,
-                         source_model=source_model)
+        return _evaluate(
+            model,
+            dataset,
+            espec,
+            experiment=experiment,
+            label=label,
+            seed=seed,
+            progress=progress,
+            source_model=source_model,
+        )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     run_id = st.start_run(experiment, "evaluate", spec={"evaluate": espec.model_dump(mode="json"), "label": label})
     try:
-        result = _evaluate(model, dataset, espec, experiment=experiment, label=label, seed=seed, progress=progress,
-                           sink=lambda new: st.add_results(run_id, new), source_model=source_model)
+        result = _evaluate(
+            model,
+            dataset,
+            espec,
+            experiment=experiment,
+            label=label,
+            seed=seed,
+            progress=progress,
+            sink=lambda new: st.add_results(run_id, new),
+            source_model=source_model,
+        )
         if result.checks:
             st.add_checks(run_id, experiment, label, result.checks)
     except BaseException as exc:
@@ -124,8 +147,9 @@ def evaluate(
     return result
 
 
-def declare(model: nn.Module, *, stochastic: bool | None = None,
-            surrogate: nn.Module | Callable[[], nn.Module] | None = None) -> nn.Module:
+def declare(
+    model: nn.Module, *, stochastic: bool | None = None, surrogate: nn.Module | Callable[[], nn.Module] | None = None
+) -> nn.Module:
     """Declare how to attack someone else's model: random at test time, and/or a BPDA surrogate.
 
     Sets ``model.is_stochastic`` (attacks then use EOT with 20 draws, and robust accuracy is the
@@ -145,8 +169,7 @@ def declare(model: nn.Module, *, stochastic: bool | None = None,
     return model
 
 
-def load(spec: ExperimentSpec | str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] | None = None
-         ) -> nn.Module:
+def load(spec: ExperimentSpec | str | os.PathLike[str], *, runs_dir: str | os.PathLike[str] | None = None) -> nn.Module:
     """The trained model of ``spec`` from the checkpoint cache; trains it first if absent."""
     s = _as_spec(spec)
     dataset = load_dataset(s.data.name, s.data.data_dir)

@@ -177,9 +177,16 @@ def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Ju
 def ours_for(claim: Claim, rows: list[dict[str, Any]], model: str | None = None) -> float | None:
     """Our latest number for ``claim`` among store rows, converted to the claim's unit."""
     model = model or claim.model
-    match = [r for r in rows if r["experiment"] == claim.experiment and r["model"] == model
-             and r["metric"] == claim.metric and r["attack"] == claim.attack and r["dataset"] == claim.dataset
-             and (claim.eps is None or (r["eps"] is not None and abs(r["eps"] - claim.eps) < 1e-9))]
+    match = [
+        r
+        for r in rows
+        if r["experiment"] == claim.experiment
+        and r["model"] == model
+        and r["metric"] == claim.metric
+        and r["attack"] == claim.attack
+        and r["dataset"] == claim.dataset
+        and (claim.eps is None or (r["eps"] is not None and abs(r["eps"] - claim.eps) < 1e-9))
+    ]
     if not match:
         return None
     value = max(match, key=lambda r: r["run_id"])["value"]

@@ -19,15 +19,21 @@ from rich.text import Text
 
 from .errors import NeuroRobustError, SpecError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Biologically inspired adversarial robustness: train, attack, check for masking, report.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Biologically inspired adversarial robustness: train, attack, check for masking, report.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: where they are, and downloads for users with internet.")
 app.add_typer(data_app, name="data")
 
 console = Console()
 err_console = Console(stderr=True)
 
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="SQLite results store (default: $NEURO_STORE or runs/results.db).")]
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help="SQLite results store (default: $NEURO_STORE or runs/results.db).")
+]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even when a cached checkpoint / result exists.")]
 FullOpt = Annotated[bool, typer.Option("--full", help="Paper scale: apply the spec's [full] overrides (hours).")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Look here first for datasets.")]
@@ -44,9 +50,16 @@ class _RichProgress:
     """Renders progress events from the library as rich progress bars."""
 
     def __init__(self) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=err_console, transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> _RichProgress:
@@ -61,19 +74,23 @@ class _RichProgress:
         if stage == "train":
             key = f"train-{event['epoch']}"
             if key not in self.tasks:
-                self.tasks[key] = self.progress.add_task(f"train epoch {event['epoch']}/{event['epochs']}",
-                                                         total=event["steps"], info="")
+                self.tasks[key] = self.progress.add_task(
+                    f"train epoch {event['epoch']}/{event['epochs']}", total=event["steps"], info=""
+                )
             self.progress.update(self.tasks[key], completed=event["step"], info=f"loss {event['loss']:.4f}")
         elif stage == "epoch":
             key = f"train-{event['epoch']}"
             if key in self.tasks:
-                self.progress.update(self.tasks[key], info=f"loss {event['loss']:.4f} acc {100 * event['train_acc']:.2f}%")
+                self.progress.update(
+                    self.tasks[key], info=f"loss {event['loss']:.4f} acc {100 * event['train_acc']:.2f}%"
+                )
         elif stage in ("evaluate", "attack"):
             key = stage
             if key not in self.tasks:
                 self.tasks[key] = self.progress.add_task(stage, total=event["steps"], info="")
-            self.progress.update(self.tasks[key], completed=event["step"], total=event["steps"],
-                                 info=str(event.get("what", "")))
+            self.progress.update(
+                self.tasks[key], completed=event["step"], total=event["steps"], info=str(event.get("what", ""))
+            )
 
 
 def _summary_table(title: str, rows: list[Any]) -> Table:
@@ -85,15 +102,24 @@ def _summary_table(title: str, rows: list[Any]) -> Table:
         ci = r["params"].get("ci95")
         pct = r["metric"].endswith("accuracy") or r["metric"] == "success_rate"
         value = "—" if r["value"] is None else (f"{100 * r['value']:.2f}%" if pct else f"{r['value']:.4g}")
-        table.add_row(r["model"], r["dataset"] + (" (approx.)" if r.get("approximate") else ""), r["attack"],
-                      "" if r["eps"] is None else f"{r['eps']:g}", r["metric"], value,
-                      f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci and pct else "", str(r["n"] or ""))
+        table.add_row(
+            r["model"],
+            r["dataset"] + (" (approx.)" if r.get("approximate") else ""),
+            r["attack"],
+            "" if r["eps"] is None else f"{r['eps']:g}",
+            r["metric"],
+            value,
+            f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci and pct else "",
+            str(r["n"] or ""),
+        )
     return table
 
 
 @app.command("list")
 def list_cmd(
-    kind: Annotated[str, typer.Argument(help="datasets, models, mechanisms, attacks, distortions, experiments or all")] = "all",
+    kind: Annotated[
+        str, typer.Argument(help="datasets, models, mechanisms, attacks, distortions, experiments or all")
+    ] = "all",
 ) -> None:
     """List what is registered (name, summary, paper)."""
     from .attacks import ATTACKS
@@ -101,8 +127,13 @@ def list_cmd(
     from .mechanisms import MECHANISMS
     from .models import MODELS
 
-    registries = {"datasets": DATASETS, "models": MODELS, "mechanisms": MECHANISMS, "attacks": ATTACKS,
-                  "distortions": DISTORTIONS}
+    registries = {
+        "datasets": DATASETS,
+        "models": MODELS,
+        "mechanisms": MECHANISMS,
+        "attacks": ATTACKS,
+        "distortions": DISTORTIONS,
+    }
     kinds = [*registries, "experiments"] if kind == "all" else [kind]
     for k in kinds:
         if k == "experiments":
@@ -130,8 +161,9 @@ def list_cmd(
 
 
 @data_app.command("info")
-def data_info(name: Annotated[str | None, typer.Argument(help="dataset (default: all)")] = None,
-              data_dir: DataDirOpt = None) -> None:
+def data_info(
+    name: Annotated[str | None, typer.Argument(help="dataset (default: all)")] = None, data_dir: DataDirOpt = None
+) -> None:
     """Where each dataset is found, its size, shape and caveats."""
     from .data import DATASETS, INFOS, locate_dataset
     from .errors import DataError
@@ -147,8 +179,15 @@ def data_info(name: Annotated[str | None, typer.Argument(help="dataset (default:
         except DataError:
             where = f"[red]missing[/red]: {info.how_to_get}"
         note = ("approximate: " if info.approximate else "") + info.note
-        table.add_row(n, where, f"{info.n_train:,}", f"{info.n_test:,}", "x".join(map(str, info.shape)),
-                      str(len(info.classes)), note)
+        table.add_row(
+            n,
+            where,
+            f"{info.n_train:,}",
+            f"{info.n_test:,}",
+            "x".join(map(str, info.shape)),
+            str(len(info.classes)),
+            note,
+        )
     console.print(table)
 
 
@@ -163,8 +202,17 @@ def data_download(name: str, data_dir: DataDirOpt = None) -> None:
     console.print(f"{name}: ready in {folder}")
 
 
-def _run(spec_path: Path, *, store: Path | None, force: bool, full: bool, evaluate: bool,
-         suite: str | None = None, n: int | None = None, experiment: str | None = None) -> Any:
+def _run(
+    spec_path: Path,
+    *,
+    store: Path | None,
+    force: bool,
+    full: bool,
+    evaluate: bool,
+    suite: str | None = None,
+    n: int | None = None,
+    experiment: str | None = None,
+) -> Any:
     from .experiments.runner import run_experiment
     from .specs import load_spec, parse_spec
     from .store import ResultsStore
@@ -176,8 +224,9 @@ def _run(spec_path: Path, *, store: Path | None, force: bool, full: bool, evalua
         raw["evaluate"].update(overrides)
         spec = parse_spec(raw, source=f"{spec_path} (with command-line overrides)")
     with ResultsStore(store) as st, _RichProgress() as progress:
-        outcome = run_experiment(spec, store=st, experiment=experiment, force=force, evaluate_model=evaluate,
-                                 progress=progress)
+        outcome = run_experiment(
+            spec, store=st, experiment=experiment, force=force, evaluate_model=evaluate, progress=progress
+        )
         return outcome, st.path
 
 
@@ -197,15 +246,24 @@ def evaluate(
     suite: Annotated[str | None, typer.Option(help="quick, seed-paper, full or none (default: the spec's)")] = None,
     n: Annotated[int | None, typer.Option(help="evaluation subset size (default: the spec's)")] = None,
     experiment: Annotated[str | None, typer.Option(help="experiment name in the store (default: spec name)")] = None,
-    force: ForceOpt = False, full: FullOpt = False, store: StoreOpt = None,
+    force: ForceOpt = False,
+    full: FullOpt = False,
+    store: StoreOpt = None,
 ) -> None:
     """Train (or load) SPEC's model, evaluate it and write every row to the store."""
-    outcome, path = _run(spec, store=store, force=force, full=full, evaluate=True, suite=suite, n=n,
-                         experiment=experiment)
-    console.print(_summary_table(f"{outcome.spec.name}" + (" (cached results)" if outcome.eval_cached else ""),
-                                 outcome.rows))
+    outcome, path = _run(
+        spec, store=store, force=force, full=full, evaluate=True, suite=suite, n=n, experiment=experiment
+    )
+    console.print(
+        _summary_table(
+            f"{outcome.spec.name}" + (" (cached results)" if outcome.eval_cached else ""),
+            [r for r in outcome.rows if _is_headline(r)],
+        )
+    )
     _print_checklist(outcome)
-    console.print(f"results in {path} (run {outcome.run_id}); `neurorobust report {experiment or outcome.spec.name}` draws them")
+    console.print(
+        f"results in {path} (run {outcome.run_id}); `neurorobust report {experiment or outcome.spec.name}` draws them"
+    )
 
 
 def _print_checklist(outcome: Any) -> None:
@@ -217,9 +275,13 @@ def _print_checklist(outcome: Any) -> None:
         table.add_column(col, overflow="fold")
     for c in checks:
         result = "n/a" if c["passed"] is None else ("pass" if c["passed"] else "[red]FAIL[/red]")
-        table.add_row(c["name"], result, f"{c['value']:.4g}" if c["value"] is not None else "",
-                      f"{c['threshold']:.4g}" if c["threshold"] is not None else "",
-                      Text(c["advice"] or "") if c["passed"] is not True else Text(""))
+        table.add_row(
+            c["name"],
+            result,
+            f"{c['value']:.4g}" if c["value"] is not None else "",
+            f"{c['threshold']:.4g}" if c["threshold"] is not None else "",
+            Text(c["advice"] or "") if c["passed"] is not True else Text(""),
+        )
     console.print(table)
     worst = [r for r in outcome.rows if (r if isinstance(r, dict) else r.__dict__)["attack"] == "worst-case"]
     if worst:
@@ -232,8 +294,13 @@ def _get(row: Any, key: str) -> Any:
 
 
 @app.command()
-def repro(name: str, full: FullOpt = False, force: ForceOpt = False, store: StoreOpt = None,
-          out: Annotated[Path, typer.Option(help="report folder root")] = Path("reports")) -> None:
+def repro(
+    name: str,
+    full: FullOpt = False,
+    force: ForceOpt = False,
+    store: StoreOpt = None,
+    out: Annotated[Path, typer.Option(help="report folder root")] = Path("reports"),
+) -> None:
     """Reproduce an experiment: run configs/NAME.toml, then write reports/NAME/."""
     from .report import build_report
     from .store import ResultsStore
@@ -243,7 +310,7 @@ def repro(name: str, full: FullOpt = False, force: ForceOpt = False, store: Stor
         known = ", ".join(p.stem for p in sorted(_configs_dir().glob("*.toml")))
         raise SpecError(f"No experiment {name!r}: {path} does not exist. Known: {known}.")
     outcome, store_path = _run(path, store=store, force=force, full=full, evaluate=True)
-    console.print(_summary_table(name, outcome.rows))
+    console.print(_summary_table(name, [r for r in outcome.rows if _is_headline(r)]))
     _print_checklist(outcome)
     with ResultsStore(store_path) as st:
         folder = build_report(st, outcome.spec.name, out)
@@ -281,8 +348,9 @@ def demo(
     rows: list[Any] = []
     store_path = None
     for name in ("mnist_mlp", "mnist_cnn"):
-        outcome, store_path = _run(_configs_dir() / f"{name}.toml", store=store, force=force, full=False,
-                                   evaluate=True, experiment="demo")
+        outcome, store_path = _run(
+            _configs_dir() / f"{name}.toml", store=store, force=force, full=False, evaluate=True, experiment="demo"
+        )
         rows += outcome.rows
         _print_checklist(outcome)
     console.print(_summary_table("demo: MNIST MLP vs CNN", [r for r in rows if _is_headline(r)]))
@@ -291,9 +359,13 @@ def demo(
     console.print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")
 
 
+_HEADLINE_METRICS = {"accuracy", "median_min_eps", "score_sq_l2_per_dim", "median_l0", "median_l2"}
+
+
 def _is_headline(row: Any) -> bool:
+    """Rows worth a line in the terminal (the store and the report keep all of them)."""
     r = row if isinstance(row, dict) else row.__dict__
-    return r["metric"] == "accuracy"
+    return r["metric"] in _HEADLINE_METRICS and not r["attack"].startswith("check:")
 
 
 def main() -> None:

@@ -31,9 +31,7 @@ class InvalidParameterError(NeuroRobustError, ValueError, TypeError):
 
     def __init__(self, name: str, caller: str, allowed: str, got: Any) -> None:
         self.name, self.caller, self.allowed, self.got = name, caller, allowed, got
-        super().__init__(
-            f"The {name!r} parameter of {caller} must be {allowed}. Got {describe_value(got)} instead."
-        )
+        super().__init__(f"The {name!r} parameter of {caller} must be {allowed}. Got {describe_value(got)} instead.")
 
 
 class UnknownNameError(NeuroRobustError, KeyError):

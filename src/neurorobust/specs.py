@@ -53,13 +53,21 @@ def _registered(kind: str, name: str) -> str:
 
     registry: Registry
     if kind == "dataset":
-        from .data import DATASETS as registry
+        from .data import DATASETS
+
+        registry = DATASETS
     elif kind == "model":
-        from .models import MODELS as registry
+        from .models import MODELS
+
+        registry = MODELS
     elif kind == "mechanism":
-        from .mechanisms import MECHANISMS as registry
+        from .mechanisms import MECHANISMS
+
+        registry = MECHANISMS
     else:  # attack
-        from .attacks import ATTACKS as registry
+        from .attacks import ATTACKS
+
+        registry = ATTACKS
     if name not in registry:
         raise ValueError(f"unknown {kind} {name!r}; allowed: {', '.join(registry.names())}")
     return name
@@ -217,7 +225,10 @@ def _format_validation_error(path: str, err: ValidationError) -> str:
             for part in parent:
                 field = model.model_fields.get(str(part))
                 ann = getattr(field, "annotation", None) if field else None
-                model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), model)
+                model = next(
+                    (a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)),
+                    model,
+                )
             msg = f"unknown key; allowed keys here: {', '.join(model.model_fields)}"
         elif e["type"] == "literal_error":
             msg = f"{msg} (got {e.get('input')!r})"

@@ -113,10 +113,16 @@ def code_version() -> str:
     """The git commit of the source tree (``+dirty`` if modified), or ``unknown``."""
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -175,21 +181,38 @@ class ResultsStore:
             raise StoreError(f"{self.path}: not a usable SQLite results store ({exc}).") from None
 
     # -- writing -------------------------------------------------------------------------------
-    def start_run(self, name: str, kind: str, *, spec: Mapping[str, Any], train_key: str | None = None,
-                  eval_key: str | None = None) -> int:
+    def start_run(
+        self,
+        name: str,
+        kind: str,
+        *,
+        spec: Mapping[str, Any],
+        train_key: str | None = None,
+        eval_key: str | None = None,
+    ) -> int:
         """Record a run as ``running`` and return its id."""
         cur = self._conn.execute(
             "INSERT INTO runs (name, kind, train_key, eval_key, spec, status, code_version, packages, host, started_at)"
             " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-            (name, kind, train_key, eval_key, json.dumps(spec, sort_keys=True, default=str), code_version(),
-             json.dumps(package_versions()), platform.node(), time.time()),
+            (
+                name,
+                kind,
+                train_key,
+                eval_key,
+                json.dumps(spec, sort_keys=True, default=str),
+                code_version(),
+                json.dumps(package_versions()),
+                platform.node(),
+                time.time(),
+            ),
         )
         return int(cur.lastrowid or 0)
 
     def finish_run(self, run_id: int, status: str = "done", message: str = "") -> None:
         """Mark a run ``done`` or ``failed`` with an end time."""
-        self._conn.execute("UPDATE runs SET status=?, ended_at=?, message=? WHERE id=?",
-                           (status, time.time(), message, run_id))
+        self._conn.execute(
+            "UPDATE runs SET status=?, ended_at=?, message=? WHERE id=?", (status, time.time(), message, run_id)
+        )
 
     def add_results(self, run_id: int, rows: Iterable[ResultRow | Mapping[str, Any]]) -> int:
         """Insert rows in one committed transaction; returns how many."""
@@ -198,15 +221,32 @@ class ResultsStore:
         for row in rows:
             r = asdict(row) if isinstance(row, ResultRow) else dict(row)
             value = r.get("value")
-            data.append((run_id, r["experiment"], r["model"], r["dataset"], r.get("split", "test"), r["attack"],
-                         json.dumps(r.get("params") or {}, sort_keys=True, default=str), r.get("eps"), r["metric"],
-                         None if value is None else float(value), r.get("n"), r.get("seed"), r.get("seconds"),
-                         int(bool(r.get("approximate"))), now))
+            data.append(
+                (
+                    run_id,
+                    r["experiment"],
+                    r["model"],
+                    r["dataset"],
+                    r.get("split", "test"),
+                    r["attack"],
+                    json.dumps(r.get("params") or {}, sort_keys=True, default=str),
+                    r.get("eps"),
+                    r["metric"],
+                    None if value is None else float(value),
+                    r.get("n"),
+                    r.get("seed"),
+                    r.get("seconds"),
+                    int(bool(r.get("approximate"))),
+                    now,
+                )
+            )
         with self._conn:
             self._conn.execute("BEGIN")
             self._conn.executemany(
                 "INSERT INTO results (run_id, experiment, model, dataset, split, attack, params, eps, metric, value,"
-                " n, seed, seconds, approximate, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", data)
+                " n, seed, seconds, approximate, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                data,
+            )
         return len(data)
 
     def add_checks(self, run_id: int, experiment: str, model: str, checks: Iterable[Any]) -> None:
@@ -217,9 +257,21 @@ class ResultsStore:
             self._conn.executemany(
                 "INSERT INTO checks (run_id, experiment, model, name, passed, value, threshold, advice, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
-                [(run_id, experiment, model, c.name, None if c.passed is None else int(bool(c.passed)), c.value,
-                  c.threshold, c.advice, now)
-                 for c in checks])
+                [
+                    (
+                        run_id,
+                        experiment,
+                        model,
+                        c.name,
+                        None if c.passed is None else int(bool(c.passed)),
+                        c.value,
+                        c.threshold,
+                        c.advice,
+                        now,
+                    )
+                    for c in checks
+                ],
+            )
 
     # -- reading -------------------------------------------------------------------------------
     def _select(self, table: str, filters: Mapping[str, Any], order: str = "id") -> list[dict[str, Any]]:

@@ -57,9 +57,7 @@ class Interval(Constraint):
         if math.isnan(v):
             return False
         left_ok = self.low is None or (v >= self.low if self.closed in ("both", "left") else v > self.low)
-        right_ok = self.high is None or (
-            v <= self.high if self.closed in ("both", "right") else v < self.high
-        )
+        right_ok = self.high is None or (v <= self.high if self.closed in ("both", "right") else v < self.high)
         return left_ok and right_ok
 
     def describe(self) -> str:

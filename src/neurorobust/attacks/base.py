@@ -30,7 +30,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, final, overload
 
 import torch
 import torch.nn.functional as F
@@ -205,9 +205,7 @@ def _randn(shape: Sequence[int], generator: torch.Generator, like: torch.Tensor)
     return torch.randn(tuple(shape), generator=generator, device=generator.device).to(like.device, like.dtype)
 
 
-def _randint(
-    high: int, shape: Sequence[int], generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
+def _randint(high: int, shape: Sequence[int], generator: torch.Generator, device: torch.device) -> torch.Tensor:
     return torch.randint(high, tuple(shape), generator=generator, device=generator.device).to(device)
 
 
@@ -398,6 +396,29 @@ class Attack(ABC):
         """Return adversarial examples for ``x`` (N, C, H, W); the base projects and checks them."""
 
     # ---------------------------------------------------------------- final __call__
+    @overload
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> AttackResult: ...
+
+    @overload
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: Sequence[float],
+        generator: torch.Generator | None = None,
+    ) -> list[AttackResult]: ...
+
+    @final
     def __call__(
         self,
         model: nn.Module,
@@ -465,9 +486,7 @@ class Attack(ABC):
                 self._extra = {}
                 raw = self._run(model, x[lo:hi], y[lo:hi], eps=eps, generator=generator)
                 if not isinstance(raw, torch.Tensor) or raw.shape != x[lo:hi].shape:
-                    raise RuntimeError(
-                        f"{type(self).__name__}._run returned {type(raw).__name__}, not a tensor like x"
-                    )
+                    raise RuntimeError(f"{type(self).__name__}._run returned {type(raw).__name__}, not a tensor like x")
                 parts.append(raw.detach())
                 extras.append(self._extra)
         finally:
@@ -535,9 +554,7 @@ class Attack(ABC):
         if y.device != x.device:
             raise InvalidParameterError("y", caller, f"a tensor on the device of x ({x.device})", y)
         if int(y.min()) < 0:
-            raise InvalidParameterError(
-                "y", caller, "an int64 tensor of labels >= 0", _Text(f"label {int(y.min())}")
-            )
+            raise InvalidParameterError("y", caller, "an int64 tensor of labels >= 0", _Text(f"label {int(y.min())}"))
 
     def _check_eps(self, caller: str, eps: Any) -> tuple[list[float | None], bool]:
         def ok(e: Any) -> bool:

@@ -30,12 +30,10 @@ __all__ = ["BIM", "FGSM", "ILL", "PGD", "IterativeGradient"]
 _GRAD_NORMS = ("linf", "l2")
 
 _FGSM_PAPER = (
-    "Goodfellow, Shlens, Szegedy 2015, 'Explaining and Harnessing Adversarial Examples', ICLR, "
-    "arXiv:1412.6572"
+    "Goodfellow, Shlens, Szegedy 2015, 'Explaining and Harnessing Adversarial Examples', ICLR, arXiv:1412.6572"
 )
 _KURAKIN_PAPER = (
-    "Kurakin, Goodfellow, Bengio 2017, 'Adversarial Examples in the Physical World', ICLR workshop, "
-    "arXiv:1607.02533"
+    "Kurakin, Goodfellow, Bengio 2017, 'Adversarial Examples in the Physical World', ICLR workshop, arXiv:1607.02533"
 )
 _PGD_PAPER = (
     "Madry, Makelov, Schmidt, Tsipras, Vladu 2018, 'Towards Deep Learning Models Resistant to "
@@ -126,9 +124,7 @@ class IterativeGradient(Attack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         norm = self.norm or "linf"
-        x_adv = (
-            project(uniform_in_ball(x, eps, norm, generator), x, eps, norm) if cfg.random_start else x.clone()
-        )
+        x_adv = project(uniform_in_ball(x, eps, norm, generator), x, eps, norm) if cfg.random_start else x.clone()
         sign = -1.0 if cfg.least_likely else 1.0
         out = x_adv  # finished samples are written here when early stopping
         active: torch.Tensor | None = None  # indices still attacked (None: all)
@@ -366,9 +362,7 @@ class PGD(IterativeGradient):
 
     def _check_params(self) -> None:
         if self.step_size is not None and self.rel_step_size is not None:
-            raise InvalidParameterError(
-                "rel_step_size", "PGD", "None when step_size is given", self.rel_step_size
-            )
+            raise InvalidParameterError("rel_step_size", "PGD", "None when step_size is given", self.rel_step_size)
 
     def _config(self) -> _Config:
         rel = self.rel_step_size if self.rel_step_size is not None else 2.5 / self.steps

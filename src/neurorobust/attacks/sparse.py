@@ -80,9 +80,7 @@ class JSMA(Attack):
         mode: str = "single",
         model_mode: str = "eval",
     ) -> None:
-        super().__init__(
-            theta=theta, max_iter=max_iter, max_changes=max_changes, mode=mode, model_mode=model_mode
-        )
+        super().__init__(theta=theta, max_iter=max_iter, max_changes=max_changes, mode=mode, model_mode=model_mode)
 
     def _run(
         self,
@@ -205,9 +203,7 @@ class JSMA(Attack):
         distinct = torch.tensor(first, device=dev) != torch.tensor(second, device=dev)
         sel = torch.nonzero(distinct).squeeze(1)
         if sel.numel():
-            self._apply(
-                adv, mask, counts, active[sel], torch.tensor(second, device=dev)[sel], ones[sel], lo, hi, step
-            )
+            self._apply(adv, mask, counts, active[sel], torch.tensor(second, device=dev)[sel], ones[sel], lo, hi, step)
 
     def _apply(
         self,

@@ -116,8 +116,10 @@ class EOT(_Wrapper):
 
         \nabla_x \mathbb{E}_\omega\, f(x; \omega) \approx \nabla_x \frac{1}{n}\sum_{i=1}^{n} f(x; \omega_i)
 
-    Any gradient attack becomes an EOT attack: every forward/backward it makes averages
-    ``draws`` draws of the model. Queries count each draw. Success is judged by the base class
+    Any gradient attack becomes an EOT attack: every forward pass it makes is the mean logits of
+    ``draws`` draws, so its loss gradient averages the draws' logit Jacobians (for a loss
+    linear in the logits, e.g. ``"margin"`` within one argmax region, exactly the mean of
+    the per-draw loss gradients). Queries count each draw. Success is judged by the base class
     on one draw of the real model; judge stochastic models over many draws in evaluation
     (DESIGN §5.8).
 
@@ -134,10 +136,7 @@ class EOT(_Wrapper):
     """
 
     key = "eot"
-    paper = (
-        "Athalye, Engstrom, Ilyas, Kwok 2018, 'Synthesizing Robust Adversarial Examples', ICML, "
-        "arXiv:1707.07397"
-    )
+    paper = "Athalye, Engstrom, Ilyas, Kwok 2018, 'Synthesizing Robust Adversarial Examples', ICML, arXiv:1707.07397"
     tags = ("wrapper",)
     constraints: ClassVar[dict[str, Any]] = {"attack": Type(Attack), "draws": Interval(int, 1, None)}
 

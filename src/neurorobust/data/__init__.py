@@ -118,21 +118,32 @@ _IDX_FILES = tuple(f"{n}.gz" for n in _MNIST_MD5)
 
 INFOS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(
-        (1, 28, 28), 60_000, 10_000, tuple(str(i) for i in range(10)), ("mnist",), _IDX_FILES,
+        (1, 28, 28),
+        60_000,
+        10_000,
+        tuple(str(i) for i in range(10)),
+        ("mnist",),
+        _IDX_FILES,
         "MNIST ships in the repository's data/mnist/; or run `neurorobust data download mnist`.",
         md5=_MNIST_MD5,
     ),
     "fashion-mnist": DatasetInfo(
-        (1, 28, 28), 60_000, 10_000,
+        (1, 28, 28),
+        60_000,
+        10_000,
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        ("fashion-mnist",), _IDX_FILES,
+        ("fashion-mnist",),
+        _IDX_FILES,
         "Install it with `apt-get install dataset-fashion-mnist` or run `neurorobust data download fashion-mnist`.",
         md5=_FASHION_MD5,
     ),
     "cifar10": DatasetInfo(
-        (3, 32, 32), 50_000, 10_000,
+        (3, 32, 32),
+        50_000,
+        10_000,
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-        ("cifar10-jpeg", "cifar-10-batches-bin"), (),
+        ("cifar10-jpeg", "cifar-10-batches-bin"),
+        (),
         "Use the JPEG copy in ../shared/data/cifar10-jpeg/ or run `neurorobust data download cifar10`.",
         approximate=True,
         note="JPEG copy: pixels are lossy re-decodings, labels exact; results are approximate.",
@@ -146,12 +157,31 @@ INFOS: dict[str, DatasetInfo] = {
         },
     ),
     "caltech10": DatasetInfo(
-        (3, 128, 128), 2_433, 611,
-        ("Faces_easy", "Leopards", "Motorbikes", "airplanes", "bonsai", "car_side", "chandelier",
-         "hawksbill", "ketch", "watch"),
+        (3, 128, 128),
+        2_433,
+        611,
+        (
+            "Faces_easy",
+            "Leopards",
+            "Motorbikes",
+            "airplanes",
+            "bonsai",
+            "car_side",
+            "chandelier",
+            "hawksbill",
+            "ketch",
+            "watch",
+        ),
         ("caltech10",),
-        ("classes.txt", "train_jpeg.bin", "train_offsets.npy", "train_labels.npy", "test_jpeg.bin",
-         "test_offsets.npy", "test_labels.npy"),
+        (
+            "classes.txt",
+            "train_jpeg.bin",
+            "train_offsets.npy",
+            "train_labels.npy",
+            "test_jpeg.bin",
+            "test_offsets.npy",
+            "test_labels.npy",
+        ),
         "Build it from Caltech-101 with ../shared/data/scripts/build_caltech10.py (see docs/data.md).",
         note="10 Caltech-101 classes at 128x128, imbalanced: report balanced accuracy.",
         md5={
@@ -164,11 +194,17 @@ INFOS: dict[str, DatasetInfo] = {
         },
     ),
     "patches": DatasetInfo(
-        (1, 10, 10), 4_000, 1_000, ("A", "B", "C", "D"),
+        (1, 10, 10),
+        4_000,
+        1_000,
+        ("A", "B", "C", "D"),
         note="Generated (sleep paper toy set): 10x10 binary, 25 bright pixels, 10 shared by all classes.",
     ),
     "digits": DatasetInfo(
-        (1, 8, 8), 1_437, 360, tuple(str(i) for i in range(10)),
+        (1, 8, 8),
+        1_437,
+        360,
+        tuple(str(i) for i in range(10)),
         note="scikit-learn's 8x8 digits (bundled with scikit-learn), stratified 80/20 split, seed 0.",
     ),
 }
@@ -204,10 +240,12 @@ def _load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None) -> Dat
     assert folder is not None  # IDX datasets always live in a folder
     parts = {}
     for split, prefix, n in (("train", "train", info.n_train), ("test", "t10k", info.n_test)):
-        x = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", ndim=3, count=n,
-                     md5=info.md5[f"{prefix}-images-idx3-ubyte"])
-        y = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", ndim=1, count=n,
-                     md5=info.md5[f"{prefix}-labels-idx1-ubyte"])
+        x = read_idx(
+            folder / f"{prefix}-images-idx3-ubyte.gz", ndim=3, count=n, md5=info.md5[f"{prefix}-images-idx3-ubyte"]
+        )
+        y = read_idx(
+            folder / f"{prefix}-labels-idx1-ubyte.gz", ndim=1, count=n, md5=info.md5[f"{prefix}-labels-idx1-ubyte"]
+        )
         if x.shape[1:] != (28, 28):
             raise DataError(f"{folder}: {split} images are {x.shape[1:]}, expected 28x28.")
         if y.max() > 9:
@@ -279,8 +317,13 @@ def load_patches(data_dir: str | None = None) -> Dataset:
     xtr, ytr = make_patches(info.n_train // 4, seed=1)
     xte, yte = make_patches(info.n_test // 4, seed=2)
     return Dataset(
-        "patches", torch.from_numpy(xtr).float().unsqueeze(1), _labels(ytr),
-        torch.from_numpy(xte).float().unsqueeze(1), _labels(yte), info=info, source="generated",
+        "patches",
+        torch.from_numpy(xtr).float().unsqueeze(1),
+        _labels(ytr),
+        torch.from_numpy(xte).float().unsqueeze(1),
+        _labels(yte),
+        info=info,
+        source="generated",
     )
 
 
@@ -294,8 +337,13 @@ def load_digits(data_dir: str | None = None) -> Dataset:
     x = (bunch.images / 16.0).astype(np.float32)
     xtr, xte, ytr, yte = train_test_split(x, bunch.target, test_size=360, random_state=0, stratify=bunch.target)
     return Dataset(
-        "digits", torch.from_numpy(xtr).unsqueeze(1), _labels(ytr), torch.from_numpy(xte).unsqueeze(1),
-        _labels(yte), info=INFOS["digits"], source="scikit-learn",
+        "digits",
+        torch.from_numpy(xtr).unsqueeze(1),
+        _labels(ytr),
+        torch.from_numpy(xte).unsqueeze(1),
+        _labels(yte),
+        info=INFOS["digits"],
+        source="scikit-learn",
     )
 
 

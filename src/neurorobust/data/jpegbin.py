@@ -67,7 +67,9 @@ def read_jpeg_split(
             return images, labels
     blob = (folder / names[0]).read_bytes()
     if int(offsets[-1]) != len(blob):
-        raise DataError(f"{folder / names[0]}: {len(blob)} bytes but offsets end at {int(offsets[-1])}; truncated file.")
+        raise DataError(
+            f"{folder / names[0]}: {len(blob)} bytes but offsets end at {int(offsets[-1])}; truncated file."
+        )
     images = np.empty((len(labels), *size, 3), dtype=np.uint8)
     for i in range(len(labels)):
         try:

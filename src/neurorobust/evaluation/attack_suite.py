@@ -9,6 +9,7 @@ models, declared or detected; BPDA where a surrogate is declared).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -68,8 +69,9 @@ class _Planned:
 
 
 @torch.no_grad()
-def point_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1, batch_size: int = 500
-                  ) -> torch.Tensor:
+def point_correct(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1, batch_size: int = 500
+) -> torch.Tensor:
     """Per point, the fraction of ``draws`` eval-mode forward passes that predict ``y`` (DESIGN §5.8)."""
     training = model.training
     model.eval()
@@ -110,8 +112,15 @@ def plan_suite(spec: EvalSpec, num_classes: int, source_model: nn.Module | None 
             plan.append(_Planned("square", ATTACKS.create("square", queries=5000), spec.eps, 200, white_box=False))
         if source_model is not None:
             inner = ATTACKS.create("pgd", norm=norm, steps=100)
-            plan.append(_Planned("transfer", ATTACKS.create("transfer", source_model=source_model, attack=inner),
-                                 spec.eps, None, white_box=False))
+            plan.append(
+                _Planned(
+                    "transfer",
+                    ATTACKS.create("transfer", source_model=source_model, attack=inner),
+                    spec.eps,
+                    None,
+                    white_box=False,
+                )
+            )
     for entry in spec.attacks:
         plan.append(_entry_to_plan(entry, spec, source_model))
     return plan
@@ -123,7 +132,9 @@ def _entry_to_plan(entry: AttackEntry, spec: EvalSpec, source_model: nn.Module |
         params.setdefault("source_model", source_model)
     attack = ATTACKS.create(entry.name, **params)
     eps = entry.eps if entry.eps is not None else (spec.eps if attack.bounded else None)
-    return _Planned(entry.label or entry.name, attack, eps, entry.n, white_box=entry.name not in ("square", "boundary", "transfer"))
+    return _Planned(
+        entry.label or entry.name, attack, eps, entry.n, white_box=entry.name not in ("square", "boundary", "transfer")
+    )
 
 
 def _wrap(attack: Attack, stochastic: bool, surrogate: nn.Module | None, draws: int) -> Attack:
@@ -204,7 +215,9 @@ def run_attack_suite(
         eps_list = item.eps if item.eps is not None else [None]
         rows: list[ResultRow] = []
         for eps, r in zip(eps_list, results, strict=True):
-            correct = point_correct(model, r.x_adv, y[idx], draws, spec.batch_size) if stochastic else (~r.success).float()
+            correct = (
+                point_correct(model, r.x_adv, y[idx], draws, spec.batch_size) if stochastic else (~r.success).float()
+            )
             run = AttackRun(item.label, item.attack.key, eps, idx, correct, r, seconds / len(results), item.white_box)
             out.runs.append(run)
             rows += _rows_for(run, base, item.attack, stochastic, x[0].numel(), clean[idx])
@@ -212,28 +225,78 @@ def run_attack_suite(
         tick(item.label)
 
     out.worst_case = _worst_case(out.runs, clean, spec.eps)
-    emit([_acc_row(base, "worst-case", eps, acc, len(y), {"over": sorted({r.label for r in out.runs})})
-          for eps, acc in out.worst_case.items()])
-    checks = _checklist(model, x, y, spec, out, probe_idx=probe_idx, clean=clean, draws=draws, surrogate=surrogate,
-                        randomness=randomness, declared=declared, base=base, emit=emit, tick=tick, seed=seed)
+    emit(
+        [
+            _acc_row(base, "worst-case", eps, acc, len(y), {"over": sorted({r.label for r in out.runs})})
+            for eps, acc in out.worst_case.items()
+        ]
+    )
+    checks = _checklist(
+        model,
+        x,
+        y,
+        spec,
+        out,
+        probe_idx=probe_idx,
+        clean=clean,
+        draws=draws,
+        surrogate=surrogate,
+        randomness=randomness,
+        declared=declared,
+        base=base,
+        emit=emit,
+        tick=tick,
+        seed=seed,
+    )
     out.checks = checks
     out.verdict = verdict(checks)
     reported = min(out.worst_case.values()) if out.worst_case else None
-    emit([ResultRow(**base, attack="checklist", metric="masking_suspected", value=float(out.verdict != "no masking found"),
-                    n=len(probe_idx), params={"verdict": out.verdict, "reported_worst_case": reported,
-                                              "stochastic": stochastic, "draws": draws})])
+    emit(
+        [
+            ResultRow(
+                **base,
+                attack="checklist",
+                metric="masking_suspected",
+                value=float(out.verdict != "no masking found"),
+                n=len(probe_idx),
+                params={
+                    "verdict": out.verdict,
+                    "reported_worst_case": reported,
+                    "stochastic": stochastic,
+                    "draws": draws,
+                },
+            )
+        ]
+    )
     return out
 
 
-def _acc_row(base: dict[str, Any], attack: str, eps: float | None, acc: float, n: int, params: dict[str, Any],
-             metric: str = "accuracy", seconds: float | None = None) -> ResultRow:
+def _acc_row(
+    base: dict[str, Any],
+    attack: str,
+    eps: float | None,
+    acc: float,
+    n: int,
+    params: dict[str, Any],
+    metric: str = "accuracy",
+    seconds: float | None = None,
+) -> ResultRow:
     lo, hi = wilson_interval(round(acc * n), n)
-    return ResultRow(**base, attack=attack, metric=metric, value=acc, n=n, eps=eps,
-                     params={**params, "ci95": [round(lo, 5), round(hi, 5)]}, seconds=seconds)
+    return ResultRow(
+        **base,
+        attack=attack,
+        metric=metric,
+        value=acc,
+        n=n,
+        eps=eps,
+        params={**params, "ci95": [round(lo, 5), round(hi, 5)]},
+        seconds=seconds,
+    )
 
 
-def _rows_for(run: AttackRun, base: dict[str, Any], attack: Attack, stochastic: bool, dim: int,
-              clean_correct: torch.Tensor) -> list[ResultRow]:
+def _rows_for(
+    run: AttackRun, base: dict[str, Any], attack: Attack, stochastic: bool, dim: int, clean_correct: torch.Tensor
+) -> list[ResultRow]:
     r, n = run.result, len(run.idx)
     params = {"attack": repr(attack), **({"draws": "mean over draws"} if stochastic else {})}
     rows = []
@@ -244,20 +307,58 @@ def _rows_for(run: AttackRun, base: dict[str, Any], attack: Attack, stochastic: 
     cc = clean_correct > 0.5
     succ = r.success & cc
     rate = float(succ.sum()) / max(int(cc.sum()), 1)
-    rows.append(ResultRow(**base, attack=run.label, metric="success_rate", value=rate, n=int(cc.sum()), eps=run.eps,
-                          params=params))
+    rows.append(
+        ResultRow(
+            **base, attack=run.label, metric="success_rate", value=rate, n=int(cc.sum()), eps=run.eps, params=params
+        )
+    )
     if run.eps is None or not attack.bounded:
         for name in ("l2", "linf", "l0"):
-            rows.append(ResultRow(**base, attack=run.label, metric=f"median_{name}", eps=run.eps, n=int(succ.sum()),
-                                  value=median_finite(r.distances[name][succ]) if succ.any() else None, params=params))
-        rows.append(ResultRow(**base, attack=run.label, metric="score_sq_l2_per_dim", eps=run.eps, n=int(succ.sum()),
-                              value=perturbation_score(r.distances["l2"], succ, dim), params=params))
+            rows.append(
+                ResultRow(
+                    **base,
+                    attack=run.label,
+                    metric=f"median_{name}",
+                    eps=run.eps,
+                    n=int(succ.sum()),
+                    value=median_finite(r.distances[name][succ]) if succ.any() else None,
+                    params=params,
+                )
+            )
+        rows.append(
+            ResultRow(
+                **base,
+                attack=run.label,
+                metric="score_sq_l2_per_dim",
+                eps=run.eps,
+                n=int(succ.sum()),
+                value=perturbation_score(r.distances["l2"], succ, dim),
+                params=params,
+            )
+        )
     if "min_eps" in r.extra:
         median, mean, excluded = median_min_eps(r.extra["min_eps"], cc)
-        rows.append(ResultRow(**base, attack=run.label, metric="median_min_eps", value=median, n=int(cc.sum()),
-                              params={**params, "mean_min_eps": mean, "excluded_misclassified": excluded}))
-    rows.append(ResultRow(**base, attack=run.label, metric="mean_queries", value=float(r.queries.float().mean()), n=n,
-                          eps=run.eps, params=params))
+        rows.append(
+            ResultRow(
+                **base,
+                attack=run.label,
+                metric="median_min_eps",
+                value=median,
+                n=int(cc.sum()),
+                params={**params, "mean_min_eps": mean, "excluded_misclassified": excluded},
+            )
+        )
+    rows.append(
+        ResultRow(
+            **base,
+            attack=run.label,
+            metric="mean_queries",
+            value=float(r.queries.float().mean()),
+            n=n,
+            eps=run.eps,
+            params=params,
+        )
+    )
     return rows
 
 
@@ -288,10 +389,24 @@ def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int) -
         model.train(training)
 
 
-def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpec, out: SuiteOutcome, *,
-               probe_idx: torch.Tensor, clean: torch.Tensor, draws: int, surrogate: nn.Module | None,
-               randomness: float, declared: bool, base: dict[str, Any], emit: Callable[[list[ResultRow]], None],
-               tick: Callable[[str], None], seed: int) -> list[CheckResult]:
+def _checklist(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: EvalSpec,
+    out: SuiteOutcome,
+    *,
+    probe_idx: torch.Tensor,
+    clean: torch.Tensor,
+    draws: int,
+    surrogate: nn.Module | None,
+    randomness: float,
+    declared: bool,
+    base: dict[str, Any],
+    emit: Callable[[list[ResultRow]], None],
+    tick: Callable[[str], None],
+    seed: int,
+) -> list[CheckResult]:
     """Run the eight checks (the probes use ``probe_idx``, ``spec.check_n`` points)."""
     checks: list[CheckResult] = []
     xp, yp = x[probe_idx], y[probe_idx]
@@ -302,7 +417,9 @@ def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpe
     def wrapped(attack: Attack) -> Attack:
         return _wrap(attack, stochastic, surrogate, spec.eot_draws)
 
-    def attack_probe(attack: Attack, eps: float, xs: torch.Tensor = xp, ys: torch.Tensor = yp) -> tuple[AttackResult, torch.Tensor]:
+    def attack_probe(
+        attack: Attack, eps: float, xs: torch.Tensor = xp, ys: torch.Tensor = yp
+    ) -> tuple[AttackResult, torch.Tensor]:
         res = wrapped(attack)(model, xs, ys, eps=eps, generator=torch.Generator().manual_seed(seed))
         assert isinstance(res, AttackResult)
         correct = point_correct(model, res.x_adv, ys, draws, spec.batch_size) if stochastic else (~res.success).float()
@@ -319,8 +436,11 @@ def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpe
     diffs = []
     for eps in eps_grid:
         fgsm = [on_probe(r) for r in out.runs if r.key == "fgsm" and r.eps is not None and math.isclose(r.eps, eps)]
-        iters = [on_probe(r) for r in out.runs if r.key in ("pgd", "apgd-ce", "apgd-dlr", "bim") and r.eps is not None
-                 and math.isclose(r.eps, eps)]
+        iters = [
+            on_probe(r)
+            for r in out.runs
+            if r.key in ("pgd", "apgd-ce", "apgd-dlr", "bim") and r.eps is not None and math.isclose(r.eps, eps)
+        ]
         fgsm, iters = [f for f in fgsm if f is not None], [i for i in iters if i is not None]
         if not fgsm or not iters:
             _, f = attack_probe(ATTACKS.create("fgsm", norm=norm), eps)
@@ -329,26 +449,48 @@ def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpe
         best_iter = torch.stack(iters).min(0).values.mean()
         diffs.append(float(best_iter - fgsm[0].mean()))
     value = max(diffs) if diffs else None
-    checks.append(CheckResult("single-vs-iterative", None if value is None else value <= TOL["single-vs-iterative"],
-                              value, TOL["single-vs-iterative"],
-                              "FGSM left fewer points correct than PGD: the iterative attack is not converging "
-                              "(gradient masking or a too-small step); try more steps, restarts, other losses."))
+    checks.append(
+        CheckResult(
+            "single-vs-iterative",
+            None if value is None else value <= TOL["single-vs-iterative"],
+            value,
+            TOL["single-vs-iterative"],
+            "FGSM left fewer points correct than PGD: the iterative attack is not converging "
+            "(gradient masking or a too-small step); try more steps, restarts, other losses.",
+        )
+    )
     tick("check: single vs iterative")
 
     # 2. monotone in eps, and an unbounded attack fools everything
     curve = [out.worst_case[e] for e in eps_grid if e in out.worst_case]
-    rise = max((b - a for a, b in zip(curve, curve[1:], strict=False)), default=0.0)
-    checks.append(CheckResult("monotone-in-eps", rise <= TOL["monotone-in-eps"], rise, TOL["monotone-in-eps"],
-                              "Robust accuracy rises with eps: the attack fails at large eps, a sign of masking "
-                              "or of a broken attack. Try more steps, BPDA/EOT, a gradient-free attack."))
+    rise = max((b - a for a, b in itertools.pairwise(curve)), default=0.0)
+    checks.append(
+        CheckResult(
+            "monotone-in-eps",
+            rise <= TOL["monotone-in-eps"],
+            rise,
+            TOL["monotone-in-eps"],
+            "Robust accuracy rises with eps: the attack fails at large eps, a sign of masking "
+            "or of a broken attack. Try more steps, BPDA/EOT, a gradient-free attack.",
+        )
+    )
     big = 1.0 if norm == "linf" else math.sqrt(x[0].numel())
-    unb, unb_correct = attack_probe(ATTACKS.create("pgd", norm=norm, steps=50, random_start=False,
-                                                   step_size=0.05 if norm == "linf" else big / 20), big)
+    _, unb_correct = attack_probe(
+        ATTACKS.create("pgd", norm=norm, steps=50, random_start=False, step_size=0.05 if norm == "linf" else big / 20),
+        big,
+    )
     unb_acc = float(unb_correct.mean())
     emit([_acc_row(base, "check:unbounded-pgd", big, unb_acc, len(probe_idx), {"steps": 50})])
-    checks.append(CheckResult("unbounded-attack", unb_acc <= TOL["unbounded-attack"], unb_acc, TOL["unbounded-attack"],
-                              "An attack with eps covering the whole image does not fool every point: gradients are "
-                              "masked or the attack is broken (Pintor: unconstrained attack failure). Use BPDA/EOT."))
+    checks.append(
+        CheckResult(
+            "unbounded-attack",
+            unb_acc <= TOL["unbounded-attack"],
+            unb_acc,
+            TOL["unbounded-attack"],
+            "An attack with eps covering the whole image does not fool every point: gradients are "
+            "masked or the attack is broken (Pintor: unconstrained attack failure). Use BPDA/EOT.",
+        )
+    )
     tick("check: monotone / unbounded")
 
     # 3, 7. more steps and restarts; incomplete optimisation, non-converging attack, silent success
@@ -356,17 +498,36 @@ def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpe
     step_size = 2.5 * mid / steps  # Madry et al.'s rule, fixed so that the 2T run extends the T run
     a_res, a_ok = attack_probe(PGD(norm=norm, steps=steps, step_size=step_size, random_start=False), mid)
     b_res, b_ok = attack_probe(PGD(norm=norm, steps=2 * steps, step_size=step_size, random_start=False), mid)
-    c_res, c_ok = attack_probe(PGD(norm=norm, steps=steps, step_size=step_size, random_start=False, early_stop=True), mid)
-    d_res, d_ok = attack_probe(PGD(norm=norm, steps=2 * steps, restarts=2 if spec.suite != "full" else 6), mid)
+    c_res, _ = attack_probe(
+        PGD(norm=norm, steps=steps, step_size=step_size, random_start=False, early_stop=True), mid
+    )
+    _, d_ok = attack_probe(PGD(norm=norm, steps=2 * steps, restarts=2 if spec.suite != "full" else 6), mid)
     suite_pgd = [on_probe(r) for r in out.runs if r.key == "pgd" and r.eps is not None and math.isclose(r.eps, mid)]
     suite_pgd = [s for s in suite_pgd if s is not None]
     base_acc = float(suite_pgd[0].mean()) if suite_pgd else float(a_ok.mean())
     drop = base_acc - float(torch.minimum(b_ok, d_ok).mean())
-    emit([_acc_row(base, "check:pgd-2x-steps-restarts", mid, float(torch.minimum(b_ok, d_ok).mean()), len(probe_idx),
-                   {"steps": 2 * steps})])
-    checks.append(CheckResult("more-steps-restarts", drop <= TOL["more-steps-restarts"], drop, TOL["more-steps-restarts"],
-                              "Doubling PGD's steps and adding restarts lowered robust accuracy: the suite's attack "
-                              "had not converged. Report the stronger attack; use more steps/restarts (or APGD)."))
+    emit(
+        [
+            _acc_row(
+                base,
+                "check:pgd-2x-steps-restarts",
+                mid,
+                float(torch.minimum(b_ok, d_ok).mean()),
+                len(probe_idx),
+                {"steps": 2 * steps},
+            )
+        ]
+    )
+    checks.append(
+        CheckResult(
+            "more-steps-restarts",
+            drop <= TOL["more-steps-restarts"],
+            drop,
+            TOL["more-steps-restarts"],
+            "Doubling PGD's steps and adding restarts lowered robust accuracy: the suite's attack "
+            "had not converged. Report the stronger attack; use more steps/restarts (or APGD).",
+        )
+    )
     loss0 = _mean_loss(model, xp, yp, draws)
     loss_a, loss_b = _mean_loss(model, a_res.x_adv, yp, draws), _mean_loss(model, b_res.x_adv, yp, draws)
     alive = a_ok > 0.5
@@ -375,20 +536,39 @@ def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpe
         incomplete = (lb - la) / max(abs(la), 1e-12)
     else:
         incomplete = 0.0
-    checks.append(CheckResult("incomplete-optimisation", incomplete <= TOL["incomplete-optimisation"], incomplete,
-                              TOL["incomplete-optimisation"],
-                              "The loss kept rising between T and 2T steps on points the attack had not fooled: "
-                              "the attack stopped too early. Use more steps (Pintor et al. 2022)."))
+    checks.append(
+        CheckResult(
+            "incomplete-optimisation",
+            incomplete <= TOL["incomplete-optimisation"],
+            incomplete,
+            TOL["incomplete-optimisation"],
+            "The loss kept rising between T and 2T steps on points the attack had not fooled: "
+            "the attack stopped too early. Use more steps (Pintor et al. 2022).",
+        )
+    )
     cc = clean[probe_idx] > 0.5
     worse = float(((loss_a < loss0 - 1e-6) & cc & alive).float().sum()) / max(int(cc.sum()), 1)
-    checks.append(CheckResult("non-converging-attack", worse <= TOL["non-converging-attack"], worse,
-                              TOL["non-converging-attack"],
-                              "For these points the attack ended with a lower loss than it started with: the "
-                              "step size is too large or the loss surface is noisy. Lower the step, use EOT or APGD."))
+    checks.append(
+        CheckResult(
+            "non-converging-attack",
+            worse <= TOL["non-converging-attack"],
+            worse,
+            TOL["non-converging-attack"],
+            "For these points the attack ended with a lower loss than it started with: the "
+            "step size is too large or the loss surface is noisy. Lower the step, use EOT or APGD.",
+        )
+    )
     silent = float((c_res.success & ~a_res.success & cc).float().sum()) / max(int(cc.sum()), 1)
-    checks.append(CheckResult("silent-success", silent <= TOL["silent-success"], silent, TOL["silent-success"],
-                              "An iterate fooled the model but the returned point does not: keep the best iterate "
-                              "(early_stop=True, or restarts) (Pintor et al. 2022)."))
+    checks.append(
+        CheckResult(
+            "silent-success",
+            silent <= TOL["silent-success"],
+            silent,
+            TOL["silent-success"],
+            "An iterate fooled the model but the returned point does not: keep the best iterate "
+            "(early_stop=True, or restarts) (Pintor et al. 2022).",
+        )
+    )
     tick("check: steps, restarts, convergence")
 
     # 4. black-box and transfer attacks do not beat white-box
@@ -399,11 +579,14 @@ def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpe
         sq = ATTACKS.create("square", queries=1000)
         res = sq(model, x[sq_idx], y[sq_idx], eps=mid, generator=torch.Generator().manual_seed(seed))
         assert isinstance(res, AttackResult)
-        ok = point_correct(model, res.x_adv, y[sq_idx], draws, spec.batch_size) if stochastic else (~res.success).float()
+        ok = (
+            point_correct(model, res.x_adv, y[sq_idx], draws, spec.batch_size) if stochastic else (~res.success).float()
+        )
         black.append(AttackRun("check:square-1000", "square", mid, sq_idx, ok, res, 0.0, white_box=False))
         emit([_acc_row(base, "check:square-1000", mid, float(ok.mean()), len(sq_idx), {"queries": 1000})])
-    white_probe = AttackRun("check:pgd", "pgd", mid, probe_idx, torch.minimum(torch.minimum(a_ok, b_ok), d_ok),
-                            a_res, 0.0)
+    white_probe = AttackRun(
+        "check:pgd", "pgd", mid, probe_idx, torch.minimum(torch.minimum(a_ok, b_ok), d_ok), a_res, 0.0
+    )
     gaps = []
     for bb in black:
         per_point = clean.clone()
@@ -411,30 +594,50 @@ def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpe
             per_point[w.idx] = torch.minimum(per_point[w.idx], w.correct)
         gaps.append(float(per_point[bb.idx].mean() - bb.correct.mean()))
     gap = max(gaps) if gaps else None
-    checks.append(CheckResult("black-box-vs-white-box", None if gap is None else gap <= TOL["black-box-vs-white-box"],
-                              gap, TOL["black-box-vs-white-box"],
-                              "A gradient-free (Square) or transfer attack fools points that the white-box attacks "
-                              "missed: white-box gradients are unreliable (masking). Report the worst case; try BPDA."
-                              if gap is not None else "not applicable: no black-box attack for this norm"))
+    checks.append(
+        CheckResult(
+            "black-box-vs-white-box",
+            None if gap is None else gap <= TOL["black-box-vs-white-box"],
+            gap,
+            TOL["black-box-vs-white-box"],
+            "A gradient-free (Square) or transfer attack fools points that the white-box attacks "
+            "missed: white-box gradients are unreliable (masking). Report the worst case; try BPDA."
+            if gap is not None
+            else "not applicable: no black-box attack for this norm",
+        )
+    )
     tick("check: black-box vs white-box")
 
     # 5, 6. unavailable gradients and EOT/BPDA
     zero_points, zero_entries = zero_gradient_fraction(model, xp, yp)
-    checks.append(CheckResult("unavailable-gradients", zero_points <= TOL["unavailable-gradients"], zero_points,
-                              TOL["unavailable-gradients"],
-                              f"{100 * zero_points:.1f}% of points have an all-zero input gradient "
-                              f"({100 * zero_entries:.1f}% of entries): gradients are masked (quantisation, "
-                              "saturated softmax). Declare a BPDA surrogate; use margin-loss and gradient-free attacks."))
+    checks.append(
+        CheckResult(
+            "unavailable-gradients",
+            zero_points <= TOL["unavailable-gradients"],
+            zero_points,
+            TOL["unavailable-gradients"],
+            f"{100 * zero_points:.1f}% of points have an all-zero input gradient "
+            f"({100 * zero_entries:.1f}% of entries): gradients are masked (quantisation, "
+            "saturated softmax). Declare a BPDA surrogate; use margin-loss and gradient-free attacks.",
+        )
+    )
     needs_bpda = zero_points > TOL["unavailable-gradients"]
     # every attack of this suite is EOT-wrapped when the model is random (declared or detected), so
     # what can still be missing is a surrogate for vanishing gradients
     bpda_ok = not needs_bpda or surrogate is not None
-    checks.append(CheckResult("eot-bpda", bpda_ok, float(stochastic) + 2 * float(surrogate is not None), None,
-                              "Gradients vanish and no BPDA surrogate is declared: the white-box numbers are upper "
-                              "bounds. Declare one with neurorobust.declare(model, surrogate=...)."
-                              if not bpda_ok else
-                              f"EOT ({spec.eot_draws} draws) {'used' if stochastic else 'not needed'}; BPDA "
-                              f"{'used' if surrogate is not None else 'not needed'}."))
+    checks.append(
+        CheckResult(
+            "eot-bpda",
+            bpda_ok,
+            float(stochastic) + 2 * float(surrogate is not None),
+            None,
+            "Gradients vanish and no BPDA surrogate is declared: the white-box numbers are upper "
+            "bounds. Declare one with neurorobust.declare(model, surrogate=...)."
+            if not bpda_ok
+            else f"EOT ({spec.eot_draws} draws) {'used' if stochastic else 'not needed'}; BPDA "
+            f"{'used' if surrogate is not None else 'not needed'}.",
+        )
+    )
     tick("check: gradients, EOT/BPDA")
 
     # 7. transfer failure (surrogate-based attacks only)
@@ -446,25 +649,50 @@ def _checklist(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: EvalSpe
         s_rate = float((res_s.success & cc).float().sum()) / max(int(cc.sum()), 1)
         t_rate = float((on_target & cc).float().sum()) / max(int(cc.sum()), 1)
         ratio = t_rate / s_rate if s_rate > 0 else 1.0
-        checks.append(CheckResult("transfer-failure", ratio >= TOL["transfer-failure"], ratio, TOL["transfer-failure"],
-                                  "Examples that fool the surrogate do not fool the model: the surrogate is a poor "
-                                  "stand-in, so BPDA numbers are upper bounds. Improve the surrogate."))
+        checks.append(
+            CheckResult(
+                "transfer-failure",
+                ratio >= TOL["transfer-failure"],
+                ratio,
+                TOL["transfer-failure"],
+                "Examples that fool the surrogate do not fool the model: the surrogate is a poor "
+                "stand-in, so BPDA numbers are upper bounds. Improve the surrogate.",
+            )
+        )
     else:
-        checks.append(CheckResult("transfer-failure", None, None, TOL["transfer-failure"],
-                                  "not applicable: no surrogate declared (no BPDA attack)"))
+        checks.append(
+            CheckResult(
+                "transfer-failure",
+                None,
+                None,
+                TOL["transfer-failure"],
+                "not applicable: no surrogate declared (no BPDA attack)",
+            )
+        )
 
     # 8. randomness
     random_ok = randomness == 0 or declared
-    checks.append(CheckResult("randomness", random_ok, randomness, TOL["randomness"],
-                              "The model is random at test time but does not declare it: judged on the mean over "
-                              f"{spec.eot_draws} draws with EOT anyway; declare is_stochastic=True."
-                              if not random_ok else
-                              (f"random: EOT with {spec.eot_draws} draws; accuracy is the mean over draws"
-                               if randomness > 0 else "deterministic")))
+    checks.append(
+        CheckResult(
+            "randomness",
+            random_ok,
+            randomness,
+            TOL["randomness"],
+            "The model is random at test time but does not declare it: judged on the mean over "
+            f"{spec.eot_draws} draws with EOT anyway; declare is_stochastic=True."
+            if not random_ok
+            else (
+                f"random: EOT with {spec.eot_draws} draws; accuracy is the mean over draws"
+                if randomness > 0
+                else "deterministic"
+            ),
+        )
+    )
     if stochastic:
         plain = PGD(norm=norm, steps=steps)
         res = (BPDA(attack=plain, surrogate=surrogate) if surrogate is not None else plain)(
-            model, xp, yp, eps=mid, generator=torch.Generator().manual_seed(seed))
+            model, xp, yp, eps=mid, generator=torch.Generator().manual_seed(seed)
+        )
         assert isinstance(res, AttackResult)
         ok = point_correct(model, res.x_adv, yp, draws, spec.batch_size)
         emit([_acc_row(base, "check:pgd-without-eot", mid, float(ok.mean()), len(probe_idx), {"steps": steps})])

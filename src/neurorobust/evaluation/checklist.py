@@ -92,8 +92,7 @@ def detect_randomness(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> fl
         model.train(training)
 
 
-def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce"
-                           ) -> tuple[float, float]:
+def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> tuple[float, float]:
     """(fraction of points whose input gradient is all zero, fraction of zero gradient entries).
 
     Measured on the raw model at the clean points, in eval mode (auto-attack's zero-gradient check,

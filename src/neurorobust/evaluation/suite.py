@@ -9,8 +9,8 @@ so every model of an experiment sees the same images.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,14 +45,29 @@ def evaluation_subset(dataset: Dataset, spec: EvalSpec) -> tuple[torch.Tensor, t
     return idx, dataset.x_test[idx], dataset.y_test[idx]
 
 
-def accuracy_row(base: dict[str, Any], correct: torch.Tensor, *, attack: str, metric: str = "accuracy",
-                 eps: float | None = None, params: dict[str, Any] | None = None, seconds: float | None = None
-                 ) -> ResultRow:
+def accuracy_row(
+    base: dict[str, Any],
+    correct: torch.Tensor,
+    *,
+    attack: str,
+    metric: str = "accuracy",
+    eps: float | None = None,
+    params: dict[str, Any] | None = None,
+    seconds: float | None = None,
+) -> ResultRow:
     """A result row for an accuracy with n and its Wilson interval in ``params``."""
     k, n = int(correct.sum()), int(correct.numel())
     lo, hi = wilson_interval(k, n)
-    return ResultRow(**base, attack=attack, metric=metric, value=k / n if n else float("nan"), n=n, eps=eps,
-                     params={**(params or {}), "ci95": [round(lo, 5), round(hi, 5)]}, seconds=seconds)
+    return ResultRow(
+        **base,
+        attack=attack,
+        metric=metric,
+        value=k / n if n else float("nan"),
+        n=n,
+        eps=eps,
+        params={**(params or {}), "ci95": [round(lo, 5), round(hi, 5)]},
+        seconds=seconds,
+    )
 
 
 def evaluate(
@@ -97,10 +112,19 @@ def evaluate(
     if not torch.isfinite(x).all():
         raise InvalidParameterError("x", "evaluate", "finite images in [0, 1]", "a batch containing NaN or inf")
     if x.min() < 0 or x.max() > 1:
-        raise InvalidParameterError("x", "evaluate", "images with values in [0, 1] (normalise inside the model)",
-                                    f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
-    base = {"experiment": experiment, "model": label, "dataset": dataset.name, "seed": seed,
-            "approximate": dataset.approximate}
+        raise InvalidParameterError(
+            "x",
+            "evaluate",
+            "images with values in [0, 1] (normalise inside the model)",
+            f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]",
+        )
+    base = {
+        "experiment": experiment,
+        "model": label,
+        "dataset": dataset.name,
+        "seed": seed,
+        "approximate": dataset.approximate,
+    }
     rows: list[ResultRow] = []
     steps = 1 + len(spec.noise_sigmas) + len(spec.blur_sigmas)
     done = flushed = 0
@@ -117,28 +141,36 @@ def evaluate(
     start = time.perf_counter()
     logits = predict_logits(model, x, spec.batch_size)
     rows.append(accuracy_row(base, logits.argmax(1) == y, attack="clean", seconds=time.perf_counter() - start))
-    rows.append(ResultRow(**base, attack="clean", metric="balanced_accuracy", value=balanced_accuracy(logits, y),
-                          n=len(y)))
+    rows.append(
+        ResultRow(**base, attack="clean", metric="balanced_accuracy", value=balanced_accuracy(logits, y), n=len(y))
+    )
     tick("clean")
     gen = torch.Generator().manual_seed(seed)
     for sigma in spec.noise_sigmas:
         start = time.perf_counter()
         pred = predict_logits(model, gaussian_noise(x, sigma, generator=gen), spec.batch_size).argmax(1)
-        rows.append(accuracy_row(base, pred == y, attack="noise", eps=sigma, params={"sigma": sigma},
-                                 seconds=time.perf_counter() - start))
+        rows.append(
+            accuracy_row(
+                base, pred == y, attack="noise", eps=sigma, params={"sigma": sigma}, seconds=time.perf_counter() - start
+            )
+        )
         tick(f"noise sigma={sigma}")
     for sigma in spec.blur_sigmas:
         start = time.perf_counter()
         pred = predict_logits(model, gaussian_blur(x, sigma), spec.batch_size).argmax(1)
-        rows.append(accuracy_row(base, pred == y, attack="blur", eps=sigma, params={"sigma": sigma},
-                                 seconds=time.perf_counter() - start))
+        rows.append(
+            accuracy_row(
+                base, pred == y, attack="blur", eps=sigma, params={"sigma": sigma}, seconds=time.perf_counter() - start
+            )
+        )
         tick(f"blur sigma={sigma}")
     result = Evaluation(rows=rows)
     if spec.suite != "none":
         from .attack_suite import run_attack_suite
 
-        suite = run_attack_suite(model, x, y, spec, base=base, seed=seed, progress=progress, sink=sink,
-                                 source_model=source_model)
+        suite = run_attack_suite(
+            model, x, y, spec, base=base, seed=seed, progress=progress, sink=sink, source_model=source_model
+        )
         rows += suite.rows
         result.checks, result.verdict, result.worst_case = suite.checks, suite.verdict, suite.worst_case
     return result

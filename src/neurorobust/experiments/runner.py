@@ -25,8 +25,15 @@ from ..store import ResultRow, ResultsStore
 from ..training import fit, load_checkpoint, save_checkpoint
 from ..training.loop import predict_logits
 
-__all__ = ["RunOutcome", "build_model", "default_runs_dir", "evaluate_stage", "model_label", "run_experiment",
-           "train_stage"]
+__all__ = [
+    "RunOutcome",
+    "build_model",
+    "default_runs_dir",
+    "evaluate_stage",
+    "model_label",
+    "run_experiment",
+    "train_stage",
+]
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -67,7 +74,11 @@ def build_model(spec: ExperimentSpec, dataset: Dataset) -> nn.Module:
 
 
 def train_stage(
-    spec: ExperimentSpec, dataset: Dataset, *, runs_dir: Path | None = None, force: bool = False,
+    spec: ExperimentSpec,
+    dataset: Dataset,
+    *,
+    runs_dir: Path | None = None,
+    force: bool = False,
     progress: ProgressFn | None = None,
 ) -> tuple[nn.Module, dict[str, Any], bool]:
     """Train (or load from the checkpoint cache) and apply the mechanism; returns (model, meta, cached)."""
@@ -84,15 +95,33 @@ def train_stage(
         start = time.perf_counter()
         t = spec.train
         model, history = fit(
-            model, x, y, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, l1=t.l1,
-            loss=t.loss, batch_size=t.batch_size, epochs=t.epochs, schedule=t.schedule, milestones=t.milestones,
-            gamma=t.gamma, seed=spec.seed, progress=progress,
+            model,
+            x,
+            y,
+            optimizer=t.optimizer,
+            lr=t.lr,
+            momentum=t.momentum,
+            weight_decay=t.weight_decay,
+            l1=t.l1,
+            loss=t.loss,
+            batch_size=t.batch_size,
+            epochs=t.epochs,
+            schedule=t.schedule,
+            milestones=t.milestones,
+            gamma=t.gamma,
+            seed=spec.seed,
+            progress=progress,
         )
         if spec.mechanism is not None:
             model = MECHANISMS.create(spec.mechanism.name, model=model, data=dataset, **spec.mechanism.params)
         test_acc = float((predict_logits(model, dataset.x_test).argmax(1) == dataset.y_test).float().mean())
-        meta = {"train_key": key, "spec": spec.model_dump(mode="json"), "history": history.epochs,
-                "test_accuracy": test_acc, "train_seconds": time.perf_counter() - start}
+        meta = {
+            "train_key": key,
+            "spec": spec.model_dump(mode="json"),
+            "history": history.epochs,
+            "test_accuracy": test_acc,
+            "train_seconds": time.perf_counter() - start,
+        }
         save_checkpoint(folder, key, model, meta)
     model.eval()
     return model, meta, cached
@@ -104,8 +133,15 @@ def source_spec(spec: ExperimentSpec) -> ExperimentSpec:
 
 
 def evaluate_stage(
-    spec: ExperimentSpec, model: nn.Module, dataset: Dataset, *, store: ResultsStore, experiment: str | None = None,
-    force: bool = False, progress: ProgressFn | None = None, runs_dir: Path | None = None,
+    spec: ExperimentSpec,
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    store: ResultsStore,
+    experiment: str | None = None,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    runs_dir: Path | None = None,
 ) -> tuple[Evaluation | None, list[dict[str, Any]], int]:
     """Evaluate and write rows and checks to the store as they are measured.
 
@@ -121,12 +157,22 @@ def evaluate_stage(
     source = None
     if spec.evaluate.suite == "full" or any(a.name == "transfer" for a in spec.evaluate.attacks):
         source, _, _ = train_stage(source_spec(spec), dataset, runs_dir=runs_dir, progress=progress)
-    run_id = store.start_run(experiment, "evaluate", spec=spec.model_dump(mode="json"), train_key=train_key(spec),
-                             eval_key=ekey)
+    run_id = store.start_run(
+        experiment, "evaluate", spec=spec.model_dump(mode="json"), train_key=train_key(spec), eval_key=ekey
+    )
     label = model_label(spec)
     try:
-        result = evaluate(model, dataset, spec.evaluate, experiment=experiment, label=label, seed=spec.seed,
-                          progress=progress, sink=lambda new: store.add_results(run_id, new), source_model=source)
+        result = evaluate(
+            model,
+            dataset,
+            spec.evaluate,
+            experiment=experiment,
+            label=label,
+            seed=spec.seed,
+            progress=progress,
+            sink=lambda new: store.add_results(run_id, new),
+            source_model=source,
+        )
         if result.checks:
             store.add_checks(run_id, experiment, label, result.checks)
     except BaseException as exc:
@@ -137,19 +183,25 @@ def evaluate_stage(
 
 
 def run_experiment(
-    spec: ExperimentSpec, *, store: ResultsStore | None, runs_dir: Path | None = None, experiment: str | None = None,
-    force: bool = False, evaluate_model: bool = True, progress: ProgressFn | None = None,
+    spec: ExperimentSpec,
+    *,
+    store: ResultsStore | None,
+    runs_dir: Path | None = None,
+    experiment: str | None = None,
+    force: bool = False,
+    evaluate_model: bool = True,
+    progress: ProgressFn | None = None,
 ) -> RunOutcome:
     """Run every stage of ``spec`` in order and return what it produced."""
     dataset = load_dataset(spec.data.name, spec.data.data_dir)
     model, meta, cached = train_stage(spec, dataset, runs_dir=runs_dir, force=force, progress=progress)
-    out = RunOutcome(spec, model, train_key(spec), eval_key(spec), history=meta.get("history", []),
-                     train_cached=cached)
+    out = RunOutcome(spec, model, train_key(spec), eval_key(spec), history=meta.get("history", []), train_cached=cached)
     if evaluate_model:
         if store is None:
             raise ValueError("run_experiment: evaluating needs a results store")
-        result, stored, run_id = evaluate_stage(spec, model, dataset, store=store, experiment=experiment,
-                                                force=force, progress=progress, runs_dir=runs_dir)
+        result, stored, run_id = evaluate_stage(
+            spec, model, dataset, store=store, experiment=experiment, force=force, progress=progress, runs_dir=runs_dir
+        )
         out.run_id = run_id
         if result is None:
             out.rows, out.eval_cached = stored, True

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..registry import Registry
@@ -34,25 +33,47 @@ _KUBO = "Kubo 2019, PhD thesis, Dalhousie, Tables 3.1-3.3"
 
 
 @MODELS.register("mlp", paper="generic ReLU MLP")
-def mlp(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, widths: Sequence[int] = (1200, 1200),
-        bias: bool = False, dropout: float = 0.0) -> nn.Module:
+def mlp(
+    input_shape: Sequence[int] = (1, 28, 28),
+    num_classes: int = 10,
+    widths: Sequence[int] = (1200, 1200),
+    bias: bool = False,
+    dropout: float = 0.0,
+) -> nn.Module:
     """Bias-free ReLU MLP with configurable widths (softmax/CE read-out)."""
     return MLP(input_shape, widths, num_classes, bias=bias, dropout=dropout)
 
 
 @MODELS.register("sleep_mlp", paper=_SLEEP)
-def sleep_mlp(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, widths: Sequence[int] = (1200, 1200),
-              dropout: float = 0.2) -> nn.Module:
+def sleep_mlp(
+    input_shape: Sequence[int] = (1, 28, 28),
+    num_classes: int = 10,
+    widths: Sequence[int] = (1200, 1200),
+    dropout: float = 0.2,
+) -> nn.Module:
     """The sleep paper's MLP as coded: no biases, ReLU output, U(-0.01, 0.01) init, non-inverted dropout."""
-    return MLP(input_shape, widths, num_classes, bias=False, output_activation="relu", dropout=dropout,
-               dropout_style="scale", init="uniform-0.01")
+    return MLP(
+        input_shape,
+        widths,
+        num_classes,
+        bias=False,
+        output_activation="relu",
+        dropout=dropout,
+        dropout_style="scale",
+        init="uniform-0.01",
+    )
 
 
 @MODELS.register("kubo_mlp", defaults={"n_conv": 0}, paper=_KUBO)
 @MODELS.register("kubo_1cnn", defaults={"n_conv": 1}, paper=_KUBO)
 @MODELS.register("kubo_2cnn", defaults={"n_conv": 2}, paper=_KUBO)
-def kubo(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, n_conv: int = 2, hidden: int = 100,
-         dropout: float = 0.0) -> nn.Module:
+def kubo(
+    input_shape: Sequence[int] = (1, 28, 28),
+    num_classes: int = 10,
+    n_conv: int = 2,
+    hidden: int = 100,
+    dropout: float = 0.0,
+) -> nn.Module:
     """Kubo's MLP / 1CNN / 2CNN: conv32-5x5-s2, conv64-5x5-s2, dense 100, dense 10."""
     return KuboNet(input_shape, num_classes, n_conv=n_conv, hidden=hidden, dropout=dropout)
 
@@ -77,5 +98,3 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-

@@ -18,11 +18,12 @@ Y. Liu, X. Li, Y. Chen. Evaluating adversarial robustness in simulated cerebellu
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..validation import Interval, Options, validate_params
+from ..validation import Constraint, Interval, Options, validate_params
 from .base import ImageModel
 
 __all__ = ["KuboNet", "MnistCNN"]
@@ -52,7 +53,7 @@ class KuboNet(ImageModel):
     torch.Size([3, 10])
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         "num_classes": Interval(int, 2, None),
         "n_conv": Options([0, 1, 2]),
         "hidden": Interval(int, 1, None),
@@ -105,18 +106,30 @@ class MnistCNN(ImageModel):
     torch.Size([2, 10])
     """
 
-    _parameter_constraints = {"num_classes": Interval(int, 2, None), "dropout": Interval(float, 0, 1, closed="left")}
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
+        "num_classes": Interval(int, 2, None),
+        "dropout": Interval(float, 0, 1, closed="left"),
+    }
 
-    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, *, dropout: float = 0.25) -> None:
+    def __init__(
+        self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, *, dropout: float = 0.25
+    ) -> None:
         validate_params("MnistCNN", self._parameter_constraints, locals())
         super().__init__(input_shape, num_classes)
         c, h, w = self.input_shape
         self.features = nn.Sequential(
-            nn.Conv2d(c, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Dropout(dropout), nn.Flatten(),
+            nn.Conv2d(c, 32, 3),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Dropout(dropout),
+            nn.Flatten(),
         )
         flat = 64 * ((h - 4) // 2) * ((w - 4) // 2)
-        self.classifier = nn.Sequential(nn.Linear(flat, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -13,12 +13,15 @@ increased generalization and adversarial robustness in deep neural networks. ICL
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from ..validation import Interval, Options, Sequence as SeqC, validate_params
+from ..validation import Constraint, Interval, Options, validate_params
+from ..validation import Sequence as SeqC
 from .base import ImageModel
 
 __all__ = ["MLP"]
@@ -58,7 +61,7 @@ class MLP(ImageModel):
     torch.Size([2, 10])
     """
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         "widths": SeqC(Interval(int, 1, None), min_len=0),
         "num_classes": Interval(int, 2, None),
         "dropout": Interval(float, 0, 1, closed="left"),
@@ -83,7 +86,7 @@ class MLP(ImageModel):
         validate_params("MLP", self._parameter_constraints, locals())
         super().__init__(input_shape, num_classes)
         dims = [int(torch.tensor(self.input_shape).prod()), *widths, num_classes]
-        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in itertools.pairwise(dims))
         self.output_activation = output_activation
         self.dropout = float(dropout)
         self.dropout_style = dropout_style

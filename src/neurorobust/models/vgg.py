@@ -90,7 +90,9 @@ class VGGNet(ImageModel):
         config: Sequence[int | str] = CEREBELLUM_TRUNK,
         dropout: float = 0.0,
     ) -> None:
-        validate_params("VGGNet", {"num_classes": Interval(int, 2, None), "dropout": Interval(float, 0, 1, closed="left")}, locals())
+        validate_params(
+            "VGGNet", {"num_classes": Interval(int, 2, None), "dropout": Interval(float, 0, 1, closed="left")}, locals()
+        )
         super().__init__(input_shape, num_classes)
         self.encoder = VGGEncoder(input_shape, config)
         self.dropout = nn.Dropout(dropout)

@@ -56,7 +56,9 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
         lo, hi = r["params"].get("ci95", [None, None])
         approx = "yes (JPEG CIFAR-10)" if r["approximate"] else "no"
         body.append([r["model"], r["dataset"], _pct(r["value"]), f"[{_pct(lo)}, {_pct(hi)}]", str(r["n"]), approx])
-    items.append(("table", "Clean accuracy (%)", (["model", "dataset", "accuracy", "95% CI", "n", "approximate"], body)))
+    items.append(
+        ("table", "Clean accuracy (%)", (["model", "dataset", "accuracy", "95% CI", "n", "approximate"], body))
+    )
     attacks = sorted({r["attack"] for r in rows if r["attack"] != "clean" and r["eps"] is not None})
     for attack in attacks:
         fig = curve_figure(rows, attack, outdir / f"{attack}.png")
@@ -70,38 +72,116 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
             by_eps = {r["eps"]: r["value"] for r in sub if r["model"] == m}
             table.append([m] + [_pct(by_eps.get(e)) for e in eps_values])
         label = "sigma" if attack in ("noise", "blur") else "eps"
-        items.append(("table", f"{attack}: accuracy (%) by {label}", (["model"] + [f"{label}={e:g}" for e in eps_values], table)))
+        items.append(
+            ("table", f"{attack}: accuracy (%) by {label}", (["model"] + [f"{label}={e:g}" for e in eps_values], table))
+        )
     other = [r for r in rows if r["metric"] not in ("accuracy",) and r["attack"] not in ("clean", "checklist")]
     if other:
-        body = [[r["model"], r["attack"], r["metric"], "—" if r["eps"] is None else f"{r['eps']:g}",
-                 "—" if r["value"] is None else f"{r['value']:.4g}", str(r["n"])] for r in other]
+        body = [
+            [
+                r["model"],
+                r["attack"],
+                r["metric"],
+                "—" if r["eps"] is None else f"{r['eps']:g}",
+                "—" if r["value"] is None else f"{r['value']:.4g}",
+                str(r["n"]),
+            ]
+            for r in other
+        ]
         items.append(("table", "Other metrics", (["model", "attack", "metric", "eps", "value", "n"], body)))
+    claims = claims_table(experiment, rows)
+    if claims is not None:
+        items.append(("table", "Paper claims next to our numbers", claims))
     verdicts = [r for r in rows if r["attack"] == "checklist"]
     if verdicts:
         body = []
         for r in verdicts:
             worst = [w for w in rows if w["attack"] == "worst-case" and w["model"] == r["model"]]
             curve = ", ".join(f"{w['eps']:g}: {_pct(w['value'])}" for w in sorted(worst, key=lambda w: w["eps"]))
-            body.append([r["model"], r["params"].get("verdict", ""), curve,
-                         "mean over draws" if r["params"].get("stochastic") else "deterministic"])
-        items.append(("table", "Verdict and worst-case robust accuracy (%) by eps",
-                      (["model", "verdict", "worst case over all attacks", "judged on"], body)))
+            body.append(
+                [
+                    r["model"],
+                    r["params"].get("verdict", ""),
+                    curve,
+                    "mean over draws" if r["params"].get("stochastic") else "deterministic",
+                ]
+            )
+        items.append(
+            (
+                "table",
+                "Verdict and worst-case robust accuracy (%) by eps",
+                (["model", "verdict", "worst case over all attacks", "judged on"], body),
+            )
+        )
     checks = store.checks(experiment=experiment)
     if checks:
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for c in checks:
             latest[(c["model"], c["name"])] = c
-        body = [[c["model"], c["name"], "n/a" if c["passed"] is None else ("pass" if c["passed"] else "FAIL"),
-                 "—" if c["value"] is None else f"{c['value']:.4g}",
-                 "—" if c["threshold"] is None else f"{c['threshold']:.4g}", c["advice"] or ""]
-                for c in sorted(latest.values(), key=lambda c: (c["model"], c["name"]))]
-        items.append(("table", "Gradient-masking checklist (docs/checks.md)",
-                      (["model", "check", "result", "value", "threshold", "advice"], body)))
+        body = [
+            [
+                c["model"],
+                c["name"],
+                "n/a" if c["passed"] is None else ("pass" if c["passed"] else "FAIL"),
+                "—" if c["value"] is None else f"{c['value']:.4g}",
+                "—" if c["threshold"] is None else f"{c['threshold']:.4g}",
+                c["advice"] or "",
+            ]
+            for c in sorted(latest.values(), key=lambda c: (c["model"], c["name"]))
+        ]
+        items.append(
+            (
+                "table",
+                "Gradient-masking checklist (docs/checks.md)",
+                (["model", "check", "result", "value", "threshold", "advice"], body),
+            )
+        )
     return items
 
 
-def build_report(store: ResultsStore, name: str, outdir: str | Path = "reports", *,
-                 experiments: list[str] | None = None) -> Path:
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def claims_table(
+    experiment: str, rows: list[dict[str, Any]], claims_dir: Path | None = None
+) -> tuple[list[str], list[list[str]]] | None:
+    """Paper claims mapped to ``experiment`` with ours and the verdict (DESIGN §7), or ``None``."""
+    from ..claims import judge, load_claims, ours_for
+    from ..data.search import REPO_ROOT
+
+    folder = claims_dir or (Path("claims") if Path("claims").is_dir() else REPO_ROOT / "claims")
+    body = []
+    for path in sorted(folder.glob("*.toml")):
+        cf = load_claims(path)
+        for c in cf.claims:
+            if c.experiment != experiment:
+                continue
+            ours = ours_for(c, rows)
+            base = ours_for(c, rows, model=c.baseline_model) if c.kind == "relative" else None
+            j = judge(c, ours, base)
+            note = c.reason if not c.comparable else (c.footnote or ("" if c.headline else "not the headline table"))
+            body.append(
+                [
+                    f"{path.stem}:{c.id}",
+                    f"{c.table} {c.row}".strip(),
+                    c.metric,
+                    c.attack,
+                    "—" if c.eps is None else f"{c.eps:g}",
+                    _fmt(c.value) + (f" ± {c.sd:g}" if c.sd else ""),
+                    _fmt(j.ours),
+                    j.verdict,
+                    note,
+                ]
+            )
+    if not body:
+        return None
+    return ["claim", "table / row", "metric", "attack", "eps", "paper", "ours", "verdict", "note"], body
+
+
+def build_report(
+    store: ResultsStore, name: str, outdir: str | Path = "reports", *, experiments: list[str] | None = None
+) -> Path:
     """Write ``<outdir>/<name>/report.md`` and ``index.html``; returns the report folder.
 
     Parameters
@@ -128,8 +208,10 @@ def build_report(store: ResultsStore, name: str, outdir: str | Path = "reports",
         )
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     md = [f"# neurorobust report: {name}", "", f"Built {stamp} from `{store.path}`.", ""]
-    body_html = [f"<h1>neurorobust report: {html.escape(name)}</h1>",
-                 f"<p>Built {stamp} from <code>{html.escape(str(store.path))}</code>.</p>"]
+    body_html = [
+        f"<h1>neurorobust report: {html.escape(name)}</h1>",
+        f"<p>Built {stamp} from <code>{html.escape(str(store.path))}</code>.</p>",
+    ]
     for exp in experiments:
         sub = folder if len(experiments) == 1 else folder / exp
         prefix = "" if len(experiments) == 1 else f"{exp}/"
@@ -145,9 +227,11 @@ def build_report(store: ResultsStore, name: str, outdir: str | Path = "reports",
                 md += [f"![{title}]({prefix}{payload})", ""]
                 body_html.append(f'<img src="{html.escape(prefix + payload)}" alt="{html.escape(title)}">')
     (folder / "report.md").write_text("\n".join(md))
-    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "text-align:right}th{background:#f0f0f0}img{max-width:100%}")
+    style = (
+        "body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:right}th{background:#f0f0f0}img{max-width:100%}"
+    )
     (folder / "index.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>neurorobust: {html.escape(name)}</title>"
         f"<style>{style}</style></head><body>{''.join(body_html)}</body></html>\n"

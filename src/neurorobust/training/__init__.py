@@ -3,4 +3,13 @@
 from .checkpoint import checkpoint_paths, load_checkpoint, save_checkpoint
 from .loop import History, fit, loss_fn, lr_at, predict_logits
 
-__all__ = ["History", "checkpoint_paths", "fit", "load_checkpoint", "loss_fn", "lr_at", "predict_logits", "save_checkpoint"]
+__all__ = [
+    "History",
+    "checkpoint_paths",
+    "fit",
+    "load_checkpoint",
+    "loss_fn",
+    "lr_at",
+    "predict_logits",
+    "save_checkpoint",
+]

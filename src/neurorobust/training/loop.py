@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import InvalidParameterError
 from ..validation import Interval, Options, validate_params
 
-__all__ = ["History", "ProgressFn", "fit", "lr_at", "loss_fn", "predict_logits"]
+__all__ = ["History", "ProgressFn", "fit", "loss_fn", "lr_at", "predict_logits"]
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -36,8 +36,9 @@ class History:
         return self.epochs[-1] if self.epochs else {}
 
 
-def lr_at(epoch: int, *, base: float, epochs: int, schedule: str, milestones: list[int] | None = None,
-          gamma: float = 0.1) -> float:
+def lr_at(
+    epoch: int, *, base: float, epochs: int, schedule: str, milestones: list[int] | None = None, gamma: float = 0.1
+) -> float:
     """Learning rate for 0-based ``epoch`` (a pure function of its arguments).
 
     ``constant``: base. ``step``: base * gamma^(number of milestones <= epoch).
@@ -185,10 +186,23 @@ def fit(
             total_loss += batch_loss.item() * len(idx)
             correct += (logits.argmax(1) == yb).sum().item()
             if progress is not None:
-                progress({"stage": "train", "epoch": epoch + 1, "epochs": epochs, "step": step + 1,
-                          "steps": steps, "loss": batch_loss.item()})
-        record = {"epoch": epoch + 1, "lr": rate, "loss": total_loss / len(x), "train_acc": correct / len(x),
-                  "seconds": time.perf_counter() - start}
+                progress(
+                    {
+                        "stage": "train",
+                        "epoch": epoch + 1,
+                        "epochs": epochs,
+                        "step": step + 1,
+                        "steps": steps,
+                        "loss": batch_loss.item(),
+                    }
+                )
+        record = {
+            "epoch": epoch + 1,
+            "lr": rate,
+            "loss": total_loss / len(x),
+            "train_acc": correct / len(x),
+            "seconds": time.perf_counter() - start,
+        }
         if x_val is not None and y_val is not None:
             record["val_acc"] = (predict_logits(model, x_val).argmax(1) == y_val).float().mean().item()
         history.epochs.append(record)
