@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: where they are, and downloads for users with internet.")
 app.add_typer(data_app, name="data")
+store_app = typer.Typer(no_args_is_help=True, help="The results store: merge stores from several machines.")
+app.add_typer(store_app, name="store")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -84,7 +86,7 @@ class _RichProgress:
                 self.progress.update(
                     self.tasks[key], info=f"loss {event['loss']:.4f} acc {100 * event['train_acc']:.2f}%"
                 )
-        elif stage in ("evaluate", "attack"):
+        elif stage in ("evaluate", "attack", "sweep"):
             key = stage
             if key not in self.tasks:
                 self.tasks[key] = self.progress.add_task(stage, total=event["steps"], info="")
@@ -102,7 +104,7 @@ def _summary_table(title: str, rows: list[Any]) -> Table:
         ci = r["params"].get("ci95")
         pct = r["metric"].endswith("accuracy") or r["metric"] == "success_rate"
         value = "—" if r["value"] is None else (f"{100 * r['value']:.2f}%" if pct else f"{r['value']:.4g}")
-        table.add_row(
+        cells = (
             r["model"],
             r["dataset"] + (" (approx.)" if r.get("approximate") else ""),
             r["attack"],
@@ -112,6 +114,7 @@ def _summary_table(title: str, rows: list[Any]) -> Table:
             f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci and pct else "",
             str(r["n"] or ""),
         )
+        table.add_row(*(Text(c) for c in cells))  # labels such as mlp[lr=0.01] are not rich markup
     return table
 
 
@@ -303,18 +306,132 @@ def repro(
 ) -> None:
     """Reproduce an experiment: run configs/NAME.toml, then write reports/NAME/."""
     from .report import build_report
+    from .specs import load_spec
     from .store import ResultsStore
 
     path = _configs_dir() / f"{name}.toml"
     if not path.is_file():
         known = ", ".join(p.stem for p in sorted(_configs_dir().glob("*.toml")))
         raise SpecError(f"No experiment {name!r}: {path} does not exist. Known: {known}.")
-    outcome, store_path = _run(path, store=store, force=force, full=full, evaluate=True)
-    console.print(_summary_table(name, [r for r in outcome.rows if _is_headline(r)]))
-    _print_checklist(outcome)
+    spec = load_spec(path, full=full)
+    if spec.sweep is not None:  # several runs: the sweep machinery resumes a killed FULL=1 run
+        store_path = _sweep(spec, store=store, backend="local", workers=None, address=None, force=force)
+    else:
+        outcome, store_path = _run(path, store=store, force=force, full=full, evaluate=True)
+        console.print(_summary_table(name, [r for r in outcome.rows if _is_headline(r)]))
+        _print_checklist(outcome)
     with ResultsStore(store_path) as st:
-        folder = build_report(st, outcome.spec.name, out)
+        folder = build_report(st, spec.name, out)
     console.print(f"report: {folder / 'index.html'}")
+
+
+def _sweep(
+    spec: Any,
+    *,
+    store: Path | None,
+    backend: str,
+    workers: int | None,
+    address: str | None,
+    force: bool,
+    experiment: str | None = None,
+) -> Path:
+    from .experiments.runner import default_runs_dir
+    from .experiments.sweep import run_sweep
+    from .store import ResultsStore
+
+    with ResultsStore(store) as st, _RichProgress() as progress:
+        report = run_sweep(
+            spec,
+            store=st,
+            backend=backend,
+            workers=workers,
+            address=address,
+            experiment=experiment,
+            runs_dir=default_runs_dir(),
+            force=force,
+            progress=progress,
+        )
+        path = st.path
+    console.print(
+        f"sweep {spec.name} ({backend}): {report.total} runs, {report.skipped} already in the store, "
+        f"{report.done} done, {report.failed} failed, {report.seconds:.1f} s"
+    )
+    for label, error in report.failures:
+        console.print(Text(f"  failed: {label}: {error}", style="red"))
+    if report.best:
+        console.print(f"best: {report.best}")
+    return path
+
+
+@app.command()
+def sweep(
+    spec: Path,
+    backend: Annotated[str, typer.Option(help="local (process pool) or ray")] = "local",
+    workers: Annotated[int | None, typer.Option(help="parallel workers (default: the cores)")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address ('auto' joins a running one)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="experiment name in the store (default: spec name)")] = None,
+    force: ForceOpt = False,
+    full: FullOpt = False,
+    store: StoreOpt = None,
+) -> None:
+    """Run SPEC's [sweep] grid or search; only runs missing from the store are run (resumable)."""
+    from .specs import load_spec
+
+    if backend not in ("local", "ray"):
+        raise SpecError(f"--backend must be 'local' or 'ray', got {backend!r}.")
+    if workers is not None and workers < 1:
+        raise SpecError(f"--workers must be >= 1, got {workers}.")
+    _sweep(
+        load_spec(spec, full=full),
+        store=store,
+        backend=backend,
+        workers=workers,
+        address=address,
+        force=force,
+        experiment=experiment,
+    )
+
+
+@app.command()
+def leaderboard(
+    store: StoreOpt = None,
+    out: Annotated[Path, typer.Option(help="folder for leaderboard.csv, leaderboard.md and index.html")] = Path(
+        "reports/leaderboard"
+    ),
+) -> None:
+    """Every defence in the store: clean accuracy, paper claim, ours, worst case, masking verdict, seeds."""
+    from .report.leaderboard import COLUMNS, leaderboard_rows, write_leaderboard
+    from .store import ResultsStore, default_store_path
+
+    path = store or default_store_path()
+    if not Path(path).is_file():
+        raise SpecError(
+            f"No results store at {path}. Run `neurorobust evaluate SPEC` or `neurorobust sweep SPEC` first."
+        )
+    with ResultsStore(path) as st:
+        board = leaderboard_rows(st)
+        folder = write_leaderboard(st, out)
+    table = Table(title=f"leaderboard ({len(board)} defences)")
+    for col in COLUMNS:
+        table.add_column(col, overflow="fold")
+    for b in board:
+        table.add_row(*(Text("—" if b[c] is None or b[c] == "" else str(b[c])) for c in COLUMNS))
+    console.print(table)
+    console.print(f"written: {folder / 'leaderboard.csv'}, {folder / 'leaderboard.md'}, {folder / 'index.html'}")
+
+
+@store_app.command("merge")
+def store_merge(target: Path, sources: list[Path]) -> None:
+    """Merge the finished runs of SOURCES into TARGET (runs already there are skipped)."""
+    from .store import ResultsStore
+
+    for src in sources:
+        if not src.is_file():
+            raise SpecError(f"{src}: no such results store.")
+    with ResultsStore(target) as st:
+        for src in sources:
+            added, skipped = st.merge(src)
+            console.print(f"{src}: {added} runs added, {skipped} already in {target}")
 
 
 @app.command()

@@ -33,6 +33,9 @@ __all__ = [
     "ExperimentSpec",
     "MechanismSpec",
     "ModelSpec",
+    "RangeSpec",
+    "SearchSpec",
+    "SweepSpec",
     "TrainSpec",
     "eval_key",
     "load_spec",
@@ -79,6 +82,7 @@ class DataSpec(_Strict):
     name: str = "mnist"
     data_dir: str | None = None
     train_subset: int | None = Field(default=None, ge=1, description="train on a seeded balanced subset")
+    validation: int = Field(default=0, ge=0, description="hold out this many training images (seeded, balanced)")
 
     @field_validator("name")
     @classmethod
@@ -162,6 +166,7 @@ class EvalSpec(_Strict):
     """Evaluation settings: the attack suite, subset size, eps and distortion grids."""
 
     suite: Literal["none", "quick", "seed-paper", "full"] = "quick"
+    split: Literal["test", "val"] = Field(default="test", description="'val' needs data.validation > 0")
     n: int = Field(default=500, ge=1, description="evaluation subset size (seeded, class-balanced)")
     subset_seed: int = 0
     norm: Literal["linf", "l2"] = "linf"
@@ -195,11 +200,85 @@ class EvalSpec(_Strict):
         return [{"name": a} if isinstance(a, str) else a for a in v] if isinstance(v, list) else v
 
 
+class RangeSpec(_Strict):
+    """A search dimension: a float range (optionally log-uniform), an int range, or choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> RangeSpec:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("give either a non-empty 'choices' list or 'low' and 'high'")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs 'low' and 'high' (or 'choices')")
+        if not self.low < self.high:
+            raise ValueError(f"'low' must be below 'high' (got low={self.low}, high={self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    """What a search optimises: one stored metric of one attack at one eps, on the validation split."""
+
+    attack: str = "pgd"
+    metric: str = "accuracy"
+    eps: float | None = 0.1
+    mode: Literal["max", "min"] = "max"
+
+
+class SearchSpec(_Strict):
+    """A random or Bayesian search over ranges (Bayesian needs the Ray backend)."""
+
+    method: Literal["random", "bayes"] = "random"
+    samples: int = Field(default=8, ge=1)
+    space: dict[str, RangeSpec]
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    seed: int = 0
+
+    @field_validator("space")
+    @classmethod
+    def _nonempty(cls, v: dict[str, RangeSpec]) -> dict[str, RangeSpec]:
+        if not v:
+            raise ValueError("the search space is empty")
+        return v
+
+
+class SweepSpec(_Strict):
+    """A grid (lists for any dotted key) and/or a search, each run for every seed."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    search: SearchSpec | None = None
+
+    @field_validator("grid")
+    @classmethod
+    def _lists(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        empty = [k for k, vals in v.items() if not vals]
+        if empty:
+            raise ValueError(f"grid values must be non-empty lists (empty: {empty})")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or any(s < 0 for s in v) or len(set(v)) != len(v):
+            raise ValueError("seeds must be a non-empty list of distinct integers >= 0")
+        return v
+
+
 class ExperimentSpec(_Strict):
     """A whole experiment: data -> model (+ mechanism) -> train -> evaluate."""
 
     name: str = "experiment"
     description: str = ""
+    label: str = Field(default="", description="model label in the store (default: model[+mechanism])")
     seed: int = Field(default=0, ge=0)
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -208,9 +287,17 @@ class ExperimentSpec(_Strict):
     evaluate: EvalSpec = Field(default_factory=EvalSpec)
     full: dict[str, Any] = Field(default_factory=dict, description="overrides applied with FULL=1 (paper scale)")
     reductions: str = Field(default="", description="what the 30-minute tier reduces, stated in reports")
+    sweep: SweepSpec | None = None
 
     @model_validator(mode="after")
-    def _l2_eps(self) -> ExperimentSpec:
+    def _validation_split(self) -> ExperimentSpec:
+        if self.evaluate.split == "val" and self.data.validation == 0:
+            raise ValueError("evaluate.split = 'val' needs data.validation > 0 (held-out training images)")
+        if self.sweep and self.sweep.search and self.evaluate.split != "val":
+            raise ValueError(
+                "a search tunes on a validation split, never on the test split: set data.validation "
+                "(e.g. 5000) and evaluate.split = 'val'"
+            )
         return self
 
 

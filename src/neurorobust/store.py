@@ -141,6 +141,66 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+_INSERT_RESULT = (
+    "INSERT INTO results (run_id, experiment, model, dataset, split, attack, params, eps, metric, value,"
+    " n, seed, seconds, approximate, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_INSERT_CHECK = (
+    "INSERT INTO checks (run_id, experiment, model, name, passed, value, threshold, advice, created_at)"
+    " VALUES (?,?,?,?,?,?,?,?,?)"
+)
+
+
+def _result_tuple(run_id: int, row: ResultRow | Mapping[str, Any], now: float) -> tuple[Any, ...]:
+    r = asdict(row) if isinstance(row, ResultRow) else dict(row)
+    value = r.get("value")
+    return (
+        run_id,
+        r["experiment"],
+        r["model"],
+        r["dataset"],
+        r.get("split", "test"),
+        r["attack"],
+        json.dumps(r.get("params") or {}, sort_keys=True, default=str),
+        r.get("eps"),
+        r["metric"],
+        None if value is None else float(value),
+        r.get("n"),
+        r.get("seed"),
+        r.get("seconds"),
+        int(bool(r.get("approximate"))),
+        now,
+    )
+
+
+def _check_tuple(run_id: int, experiment: str, model: str, c: Any, now: float) -> tuple[Any, ...]:
+    get = c.get if isinstance(c, Mapping) else lambda k: getattr(c, k)
+    passed = get("passed")
+    return (
+        run_id,
+        experiment,
+        model,
+        get("name"),
+        None if passed is None else int(bool(passed)),
+        get("value"),
+        get("threshold"),
+        get("advice"),
+        now,
+    )
+
+
+@dataclass(frozen=True)
+class _StoredCheck:
+    """A check read back from a store (for merges)."""
+
+    name: str
+    passed: bool | None
+    value: float | None
+    threshold: float | None
+    advice: str
+    model: str
+
+
 class ResultsStore:
     """A results store at ``path`` (created on first use).
 
@@ -217,36 +277,10 @@ class ResultsStore:
     def add_results(self, run_id: int, rows: Iterable[ResultRow | Mapping[str, Any]]) -> int:
         """Insert rows in one committed transaction; returns how many."""
         now = time.time()
-        data = []
-        for row in rows:
-            r = asdict(row) if isinstance(row, ResultRow) else dict(row)
-            value = r.get("value")
-            data.append(
-                (
-                    run_id,
-                    r["experiment"],
-                    r["model"],
-                    r["dataset"],
-                    r.get("split", "test"),
-                    r["attack"],
-                    json.dumps(r.get("params") or {}, sort_keys=True, default=str),
-                    r.get("eps"),
-                    r["metric"],
-                    None if value is None else float(value),
-                    r.get("n"),
-                    r.get("seed"),
-                    r.get("seconds"),
-                    int(bool(r.get("approximate"))),
-                    now,
-                )
-            )
+        data = [_result_tuple(run_id, r, now) for r in rows]
         with self._conn:
             self._conn.execute("BEGIN")
-            self._conn.executemany(
-                "INSERT INTO results (run_id, experiment, model, dataset, split, attack, params, eps, metric, value,"
-                " n, seed, seconds, approximate, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                data,
-            )
+            self._conn.executemany(_INSERT_RESULT, data)
         return len(data)
 
     def add_checks(self, run_id: int, experiment: str, model: str, checks: Iterable[Any]) -> None:
@@ -254,24 +288,96 @@ class ResultsStore:
         now = time.time()
         with self._conn:
             self._conn.execute("BEGIN")
-            self._conn.executemany(
-                "INSERT INTO checks (run_id, experiment, model, name, passed, value, threshold, advice, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        run_id,
-                        experiment,
-                        model,
-                        c.name,
-                        None if c.passed is None else int(bool(c.passed)),
-                        c.value,
-                        c.threshold,
-                        c.advice,
-                        now,
-                    )
-                    for c in checks
-                ],
+            self._conn.executemany(_INSERT_CHECK, [_check_tuple(run_id, experiment, model, c, now) for c in checks])
+
+    def record_run(
+        self,
+        name: str,
+        kind: str,
+        *,
+        spec: Mapping[str, Any],
+        train_key: str | None,
+        eval_key: str | None,
+        rows: Iterable[ResultRow | Mapping[str, Any]],
+        checks: Iterable[Any] = (),
+        model: str = "",
+        status: str = "done",
+        message: str = "",
+        started_at: float | None = None,
+        code: str | None = None,
+        packages: Mapping[str, str] | None = None,
+        host: str | None = None,
+    ) -> int:
+        """Insert a finished run with its rows and checks in **one** transaction (sweep drivers).
+
+        A process killed at any moment leaves either the whole run or nothing, so a restarted sweep
+        never duplicates or half-writes a run.
+        """
+        now = time.time()
+        with self._conn:
+            self._conn.execute("BEGIN IMMEDIATE")
+            cur = self._conn.execute(
+                "INSERT INTO runs (name, kind, train_key, eval_key, spec, status, code_version, packages, host,"
+                " started_at, ended_at, message) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    name,
+                    kind,
+                    train_key,
+                    eval_key,
+                    json.dumps(spec, sort_keys=True, default=str),
+                    status,
+                    code or code_version(),
+                    json.dumps(packages or package_versions()),
+                    host or platform.node(),
+                    started_at or now,
+                    now,
+                    message,
+                ),
             )
+            run_id = int(cur.lastrowid or 0)
+            self._conn.executemany(_INSERT_RESULT, [_result_tuple(run_id, r, now) for r in rows])
+            self._conn.executemany(
+                _INSERT_CHECK, [_check_tuple(run_id, name, getattr(c, "model", model), c, now) for c in checks]
+            )
+        return run_id
+
+    def merge(self, other: str | os.PathLike[str]) -> tuple[int, int]:
+        """Copy the finished runs of another store (with their rows and checks) into this one.
+
+        Runs already here (same name, eval key and status ``done``) are skipped, so merging twice
+        adds nothing. Returns ``(runs added, runs skipped)``.
+        """
+        src = ResultsStore(other)
+        added = skipped = 0
+        try:
+            for run in src.runs(status="done"):
+                if run["eval_key"] and self.finished_run(run["eval_key"], experiment=run["name"]) is not None:
+                    skipped += 1
+                    continue
+                self.record_run(
+                    run["name"],
+                    run["kind"],
+                    spec=run["spec"],
+                    train_key=run["train_key"],
+                    eval_key=run["eval_key"],
+                    rows=src.results(run_id=run["id"]),
+                    checks=[
+                        _StoredCheck(
+                            **{k: c[k] for k in ("name", "passed", "value", "threshold", "advice")}, model=c["model"]
+                        )
+                        for c in src.checks(run_id=run["id"])
+                    ],
+                    status="done",
+                    message=run["message"] or "",
+                    started_at=run["started_at"],
+                    code=run["code_version"],
+                    packages=run["packages"],
+                    host=run["host"],
+                )
+                added += 1
+        finally:
+            src.close()
+        return added, skipped
 
     # -- reading -------------------------------------------------------------------------------
     def _select(self, table: str, filters: Mapping[str, Any], order: str = "id") -> list[dict[str, Any]]:

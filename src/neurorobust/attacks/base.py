@@ -314,11 +314,11 @@ class Attack(ABC):
     norm: str | None = None
     model_mode: str = "eval"
     #: Attacks whose samples are independent run in micro-batches of ``chunk_size`` samples on
-    #: CPU (cache blocking: a 128-image MNIST CNN step fits the caches better than 250+).
+    #: CPU (cache blocking: a 64-image MNIST CNN step fits the caches better than 250).
     #: Results are deterministic for a given chunk size; set ``attack.chunk_size = None`` to
     #: run the whole batch at once.
     chunkable: ClassVar[bool] = True
-    chunk_size: int | None = 128
+    chunk_size: int | None = 64
 
     def __init__(self, **params: Any) -> None:
         validate_params(type(self).__name__, {**_COMMON, **self.constraints}, params)

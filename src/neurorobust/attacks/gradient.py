@@ -137,7 +137,9 @@ class IterativeGradient(Attack):
 
             grad, logits, _ = input_gradient(forward, x_adv, ts, cfg.loss)
             if cfg.early_stop:
-                done = logits.argmax(dim=1) != ys
+                # success is judged in eval mode: reuse this step's logits when they were taken in it
+                pred = self._predict(model, x_adv, idx) if model.training else logits.argmax(dim=1)
+                done = pred != ys
                 if bool(done.any()):
                     rows = torch.arange(x.shape[0], device=x.device) if active is None else active
                     out = out.clone() if out is x_adv else out

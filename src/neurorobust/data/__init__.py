@@ -43,6 +43,7 @@ __all__ = [
     "load_dataset",
     "locate_dataset",
     "search_roots",
+    "split_validation",
 ]
 
 DATASETS = Registry("dataset")
@@ -345,6 +346,25 @@ def load_digits(data_dir: str | None = None) -> Dataset:
         info=INFOS["digits"],
         source="scikit-learn",
     )
+
+
+VALIDATION_SEED = 20_200_101
+
+
+def split_validation(dataset: Dataset, n: int) -> Dataset:
+    """Hold out ``n`` training images (seeded, class-balanced, the same for every model and seed).
+
+    Returns a :class:`Dataset` whose ``x_train``/``y_train`` are the remaining training images and
+    whose ``x_test``/``y_test`` are the held-out validation images: searches tune on it, never on
+    the test split.
+    """
+    if not 0 < n < len(dataset.y_train):
+        raise DataError(f"data.validation must be in (0, {len(dataset.y_train)}); got {n}.")
+    val = balanced_subset(dataset.y_train, n, seed=VALIDATION_SEED)
+    keep = torch.ones(len(dataset.y_train), dtype=torch.bool)
+    keep[val] = False
+    return Dataset(dataset.name, dataset.x_train[keep], dataset.y_train[keep], dataset.x_train[val],
+                   dataset.y_train[val], info=dataset.info, source=dataset.source + " (validation split)")
 
 
 @functools.lru_cache(maxsize=4)

@@ -41,7 +41,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["TOLERANCES", "CheckResult", "detect_randomness", "verdict", "zero_gradient_fraction"]
+__all__ = [
+    "MIN_POINTS",
+    "TOLERANCES",
+    "CheckResult",
+    "detect_randomness",
+    "effective_threshold",
+    "verdict",
+    "zero_gradient_fraction",
+]
 
 #: Thresholds of the checks (fractions of points unless stated); docs/checks.md explains each.
 TOLERANCES = {
@@ -57,6 +65,30 @@ TOLERANCES = {
     "transfer-failure": 0.5,  # target success below this fraction of the surrogate's success
     "randomness": 0.0,  # max |logit difference| between two identical forward passes
 }
+
+
+#: Checks that compare counts of points: their threshold is at least MIN_POINTS / n, so that one or
+#: two borderline points of a small probe set cannot raise them (statistical noise, not masking).
+MIN_POINTS = 2
+_COUNT_BASED = {
+    "single-vs-iterative",
+    "monotone-in-eps",
+    "more-steps-restarts",
+    "black-box-vs-white-box",
+    "silent-success",
+    "non-converging-attack",
+}
+
+
+def effective_threshold(name: str, n: int) -> float:
+    """The threshold of check ``name`` on ``n`` points: ``TOLERANCES[name]``, raised to ``MIN_POINTS / n``
+    for the count-based checks and to ``1 / n`` (one surviving point) for ``unbounded-attack``."""
+    tol = TOLERANCES[name]
+    if name in _COUNT_BASED:
+        return max(tol, MIN_POINTS / max(n, 1))
+    if name == "unbounded-attack":
+        return max(tol, 1 / max(n, 1))
+    return tol
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ def evaluate(
     progress: ProgressFn | None = None,
     sink: Callable[[list[ResultRow]], Any] | None = None,
     source_model: nn.Module | None = None,
+    split: str = "test",
 ) -> Evaluation:
     """Clean accuracy, noise and blur curves, and the spec's attack suite, as result rows.
 
@@ -102,6 +103,9 @@ def evaluate(
         run killed half-way keeps what it measured.
     source_model : nn.Module, optional
         A standard model trained on the same data: the transfer attack's source (``full`` suite).
+    split : {'test', 'val'}, default='test'
+        Stored with every row: which split ``dataset.x_test`` holds (``'val'`` for a held-out
+        validation view from :func:`~neurorobust.data.split_validation`).
 
     Returns
     -------
@@ -119,6 +123,7 @@ def evaluate(
             f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]",
         )
     base = {
+        "split": split,
         "experiment": experiment,
         "model": label,
         "dataset": dataset.name,

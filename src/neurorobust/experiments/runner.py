@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import Dataset, balanced_subset, load_dataset
+from ..data import Dataset, balanced_subset, load_dataset, split_validation
 from ..evaluation.suite import Evaluation, evaluate
 from ..mechanisms import MECHANISMS
 from ..models import create_model
@@ -44,8 +44,17 @@ def default_runs_dir() -> Path:
 
 
 def model_label(spec: ExperimentSpec) -> str:
-    """The label stored with result rows: the model name, plus the mechanism if any."""
-    return spec.model.name + (f"+{spec.mechanism.name}" if spec.mechanism else "")
+    """The label stored with result rows: ``spec.label``, else the model name plus the mechanism if any."""
+    return spec.label or spec.model.name + (f"+{spec.mechanism.name}" if spec.mechanism else "")
+
+
+def stage_datasets(spec: ExperimentSpec, dataset: Dataset) -> tuple[Dataset, Dataset]:
+    """(training view, evaluation view): with ``data.validation`` the held-out images leave the training
+    set, and ``evaluate.split = 'val'`` evaluates on them instead of the test split."""
+    if not spec.data.validation:
+        return dataset, dataset
+    held = split_validation(dataset, spec.data.validation)
+    return held, held if spec.evaluate.split == "val" else dataset
 
 
 @dataclass
@@ -132,6 +141,16 @@ def source_spec(spec: ExperimentSpec) -> ExperimentSpec:
     return spec.model_copy(update={"mechanism": None, "seed": spec.seed + 1})
 
 
+def transfer_source(
+    spec: ExperimentSpec, train_data: Dataset, *, runs_dir: Path | None = None, progress: ProgressFn | None = None
+) -> nn.Module | None:
+    """The trained (cached) source model when the suite has a transfer attack, else ``None``."""
+    if spec.evaluate.suite != "full" and not any(a.name == "transfer" for a in spec.evaluate.attacks):
+        return None
+    model, _, _ = train_stage(source_spec(spec), train_data, runs_dir=runs_dir, progress=progress)
+    return model
+
+
 def evaluate_stage(
     spec: ExperimentSpec,
     model: nn.Module,
@@ -142,11 +161,13 @@ def evaluate_stage(
     force: bool = False,
     progress: ProgressFn | None = None,
     runs_dir: Path | None = None,
+    train_data: Dataset | None = None,
 ) -> tuple[Evaluation | None, list[dict[str, Any]], int]:
     """Evaluate and write rows and checks to the store as they are measured.
 
     A finished run with the same eval key (and experiment) is reused: then the first element is
-    ``None`` and the stored rows come back.
+    ``None`` and the stored rows come back. ``train_data`` (default ``dataset``) trains the transfer
+    attack's source model.
     """
     ekey = eval_key(spec)
     experiment = experiment or spec.name
@@ -154,9 +175,7 @@ def evaluate_stage(
         done = store.finished_run(ekey, experiment=experiment)
         if done is not None:
             return None, store.results(run_id=done["id"]), done["id"]
-    source = None
-    if spec.evaluate.suite == "full" or any(a.name == "transfer" for a in spec.evaluate.attacks):
-        source, _, _ = train_stage(source_spec(spec), dataset, runs_dir=runs_dir, progress=progress)
+    source = transfer_source(spec, train_data or dataset, runs_dir=runs_dir, progress=progress)
     run_id = store.start_run(
         experiment, "evaluate", spec=spec.model_dump(mode="json"), train_key=train_key(spec), eval_key=ekey
     )
@@ -172,6 +191,7 @@ def evaluate_stage(
             progress=progress,
             sink=lambda new: store.add_results(run_id, new),
             source_model=source,
+            split=spec.evaluate.split,
         )
         if result.checks:
             store.add_checks(run_id, experiment, label, result.checks)
@@ -193,14 +213,22 @@ def run_experiment(
     progress: ProgressFn | None = None,
 ) -> RunOutcome:
     """Run every stage of ``spec`` in order and return what it produced."""
-    dataset = load_dataset(spec.data.name, spec.data.data_dir)
-    model, meta, cached = train_stage(spec, dataset, runs_dir=runs_dir, force=force, progress=progress)
+    train_data, eval_data = stage_datasets(spec, load_dataset(spec.data.name, spec.data.data_dir))
+    model, meta, cached = train_stage(spec, train_data, runs_dir=runs_dir, force=force, progress=progress)
     out = RunOutcome(spec, model, train_key(spec), eval_key(spec), history=meta.get("history", []), train_cached=cached)
     if evaluate_model:
         if store is None:
             raise ValueError("run_experiment: evaluating needs a results store")
         result, stored, run_id = evaluate_stage(
-            spec, model, dataset, store=store, experiment=experiment, force=force, progress=progress, runs_dir=runs_dir
+            spec,
+            model,
+            eval_data,
+            store=store,
+            experiment=experiment,
+            force=force,
+            progress=progress,
+            runs_dir=runs_dir,
+            train_data=train_data,
         )
         out.run_id = run_id
         if result is None:

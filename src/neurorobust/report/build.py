@@ -9,6 +9,7 @@ to our numbers where a claims file maps to the experiment.
 from __future__ import annotations
 
 import html
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,11 @@ def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if key not in best or r["run_id"] >= best[key]["run_id"]:
             best[key] = r
     return sorted(best.values(), key=lambda r: (r["model"], r["attack"], r["metric"], r["eps"] or 0.0))
+
+
+def _safe_name(text: str) -> str:
+    """A file name that is also a plain relative URL (no ':' that a browser would read as a scheme)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
 def _pct(v: float | None) -> str:
@@ -61,7 +67,8 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
     )
     attacks = sorted({r["attack"] for r in rows if r["attack"] != "clean" and r["eps"] is not None})
     for attack in attacks:
-        fig = curve_figure(rows, attack, outdir / f"{attack}.png")
+        probe = attack.startswith("check:")  # one point per probe: a table, no figure
+        fig = None if probe else curve_figure(rows, attack, outdir / f"{_safe_name(attack)}.png")
         if fig is not None:
             items.append(("figure", f"Accuracy under {attack}", fig.name))
         sub = [r for r in rows if r["attack"] == attack and r["metric"] == "accuracy"]
@@ -212,6 +219,11 @@ def build_report(
         f"<h1>neurorobust report: {html.escape(name)}</h1>",
         f"<p>Built {stamp} from <code>{html.escape(str(store.path))}</code>.</p>",
     ]
+    from .leaderboard import leaderboard_html, leaderboard_markdown, leaderboard_rows
+
+    board = leaderboard_rows(store, experiments)
+    md += ["## Leaderboard", "", leaderboard_markdown(board)]
+    body_html += ["<h2>Leaderboard</h2><p>Click a column header to sort.</p>", leaderboard_html(board)]
     for exp in experiments:
         sub = folder if len(experiments) == 1 else folder / exp
         prefix = "" if len(experiments) == 1 else f"{exp}/"
@@ -230,7 +242,7 @@ def build_report(
     style = (
         "body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:right}th{background:#f0f0f0}img{max-width:100%}"
+        "text-align:right}th{background:#f0f0f0}img{max-width:100%}th[title]{cursor:pointer}"
     )
     (folder / "index.html").write_text(
         f"<!doctype html><html><head><meta charset='utf-8'><title>neurorobust: {html.escape(name)}</title>"

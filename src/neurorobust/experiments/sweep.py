@@ -1,0 +1,369 @@
+"""Sweeps: grids, random and Bayesian searches over specs, on a local process pool or on Ray.
+
+A spec's ``[sweep]`` table declares a grid (lists for any dotted key) and/or a search (ranges),
+each run for every seed. Every variant is a complete spec keyed by its train and eval keys
+(DESIGN §1), so a sweep killed and restarted runs only what is missing. Workers return their rows
+to the driver, which alone writes to SQLite, one transaction per run (:meth:`ResultsStore.record_run`):
+a run is in the store whole or not at all. A failed run is recorded with its error and the sweep
+goes on.
+
+Backends
+--------
+``local``
+    A process pool sized to the cores, one torch thread per worker; grid and random search.
+``ray``
+    Ray core tasks (``num_cpus=1`` each); ``address="auto"`` joins an existing cluster. Bayesian
+    search uses Ray Tune with Optuna's TPE sampler (``pip install neurorobust[ray]``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidParameterError, SpecError
+from ..specs import ExperimentSpec, ObjectiveSpec, RangeSpec, eval_key, parse_spec, train_key
+from ..store import ResultsStore, code_version, package_versions
+
+__all__ = ["SweepReport", "Variant", "expand_sweep", "run_sweep", "run_variant"]
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One run of a sweep: a complete spec (no ``[sweep]`` table) and what was overridden."""
+
+    spec: ExperimentSpec
+    overrides: dict[str, Any]
+
+    @property
+    def train_key(self) -> str:
+        return train_key(self.spec)
+
+    @property
+    def eval_key(self) -> str:
+        return eval_key(self.spec)
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did: counts, failures (label, error) and wall time."""
+
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+
+
+def _set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    node = raw
+    parts = path.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise SpecError(f"sweep key {path!r}: {part!r} is not a table in the spec")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _short(path: str) -> str:
+    return path.replace("model.params.", "").replace("mechanism.params.", "").replace("train.", "")
+
+
+def _variant(base: dict[str, Any], overrides: dict[str, Any], seed: int, source: str) -> Variant:
+    raw = {k: v for k, v in base.items() if k not in ("sweep", "full")}
+    raw = _deep_copy(raw)
+    for path, value in overrides.items():
+        _set_path(raw, path, value)
+    raw["seed"] = seed
+    label = raw.get("label") or raw.get("model", {}).get("name", "cnn_mnist")
+    if not raw.get("label") and raw.get("mechanism"):
+        label += f"+{raw['mechanism']['name']}"
+    if overrides:
+        label += "[" + ",".join(f"{_short(k)}={_fmt(v)}" for k, v in sorted(overrides.items())) + "]"
+    raw["label"] = label
+    spec = parse_spec(raw, source=f"{source} (sweep variant {overrides or 'base'}, seed {seed})")
+    return Variant(spec, dict(overrides))
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list):
+        return "x".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def _deep_copy(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _deep_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_copy(v) for v in obj]
+    return obj
+
+
+def sample_space(space: dict[str, RangeSpec], n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` seeded random points of a search space (log-uniform where ``log``)."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for _ in range(n):
+        point: dict[str, Any] = {}
+        for key, r in sorted(space.items()):
+            if r.choices is not None:
+                point[key] = r.choices[int(rng.integers(len(r.choices)))]
+                continue
+            assert r.low is not None and r.high is not None
+            if r.log:
+                value = float(math.exp(rng.uniform(math.log(r.low), math.log(r.high))))
+            else:
+                value = float(rng.uniform(r.low, r.high))
+            point[key] = round(value) if r.integer else value
+        points.append(point)
+    return points
+
+
+def expand_sweep(spec: ExperimentSpec) -> list[Variant]:
+    """Every variant of a grid or random search, times every seed (no sweep: the spec itself).
+
+    Raises
+    ------
+    SpecError
+        A grid or search value that makes an invalid spec (the message names the key), or a
+        Bayesian search (which is adaptive: use :func:`run_sweep` with ``backend='ray'``).
+    """
+    base = spec.model_dump(mode="json", exclude_defaults=False)
+    sweep = spec.sweep
+    if sweep is None:
+        return [_variant(base, {}, spec.seed, spec.name)]
+    combos: list[dict[str, Any]] = [{}]
+    if sweep.grid:
+        keys = sorted(sweep.grid)
+        combos = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(sweep.grid[k] for k in keys))]
+    if sweep.search is not None:
+        if sweep.search.method == "bayes":
+            raise SpecError(f"{spec.name}: a Bayesian search is adaptive; run it with --backend ray")
+        points = sample_space(sweep.search.space, sweep.search.samples, sweep.search.seed)
+        combos = [{**c, **p} for c in combos for p in points]
+    return [_variant(base, c, seed, spec.name) for c in combos for seed in sweep.seeds]
+
+
+def run_variant(
+    spec_json: dict[str, Any], runs_dir: str, experiment: str, threads: int | None = None
+) -> dict[str, Any]:
+    """Train (cached) and evaluate one variant; returns rows and checks as plain data (never raises).
+
+    This is what a worker runs (process pool or Ray task): it touches no SQLite file.
+    """
+    started = time.time()
+    try:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        from ..data import load_dataset
+        from ..evaluation.suite import evaluate
+        from .runner import model_label, stage_datasets, train_stage, transfer_source
+
+        spec = parse_spec(spec_json, source="<sweep variant>")
+        train_data, eval_data = stage_datasets(spec, load_dataset(spec.data.name, spec.data.data_dir))
+        model, _, _ = train_stage(spec, train_data, runs_dir=Path(runs_dir))
+        source = transfer_source(spec, train_data, runs_dir=Path(runs_dir))
+        result = evaluate(
+            model,
+            eval_data,
+            spec.evaluate,
+            experiment=experiment,
+            label=model_label(spec),
+            seed=spec.seed,
+            source_model=source,
+            split=spec.evaluate.split,
+        )
+        return {
+            "rows": [asdict(r) for r in result.rows],
+            "checks": [asdict(c) for c in result.checks],
+            "error": None,
+            "started": started,
+            "host": os.uname().nodename,
+            "code": code_version(),
+            "packages": package_versions(),
+        }
+    except Exception as exc:  # a failed run is recorded and the sweep goes on
+        return {
+            "rows": [],
+            "checks": [],
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+            "started": started,
+            "host": os.uname().nodename,
+        }
+
+
+def _objective(rows: list[dict[str, Any]], objective: ObjectiveSpec) -> float | None:
+    for r in rows:
+        if (
+            r["attack"] == objective.attack
+            and r["metric"] == objective.metric
+            and (objective.eps is None or (r["eps"] is not None and math.isclose(r["eps"], objective.eps)))
+        ):
+            return r["value"]
+    return None
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_sweep(
+    spec: ExperimentSpec,
+    *,
+    store: ResultsStore,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    experiment: str | None = None,
+    runs_dir: str | os.PathLike[str] = "runs",
+    force: bool = False,
+    progress: ProgressFn | None = None,
+) -> SweepReport:
+    """Run every variant of ``spec`` that the store does not hold yet, and record each as it finishes.
+
+    Parameters
+    ----------
+    spec : ExperimentSpec
+        With or without a ``[sweep]`` table.
+    store : ResultsStore
+        Written by this (driver) process only.
+    backend : {'local', 'ray'}, default='local'
+    workers : int, optional
+        Parallel workers (default: the number of cores; with Ray and an address, the cluster's CPUs).
+    address : str, optional
+        Ray cluster address (``"auto"`` joins the running cluster); default starts a local instance.
+    experiment : str, optional
+        Experiment name in the store (default: the spec's name).
+    runs_dir : path, default='runs'
+        Checkpoint cache shared by the workers (a shared path on a cluster).
+    force : bool, default=False
+        Rerun variants already in the store.
+    progress : callable, optional
+        Receives ``{"stage": "sweep", "step", "steps", "what"}`` after each run.
+    """
+    if backend not in ("local", "ray"):
+        raise InvalidParameterError("backend", "run_sweep", "'local' or 'ray'", backend)
+    experiment = experiment or spec.name
+    runs_dir = str(Path(runs_dir).resolve())
+    workers = workers or os.cpu_count() or 1
+    report = SweepReport()
+    start = time.perf_counter()
+    if spec.sweep is not None and spec.sweep.search is not None and spec.sweep.search.method == "bayes":
+        if backend != "ray":
+            raise SpecError(
+                f"{spec.name}: Bayesian search needs --backend ray (the local backend does grid and random search)"
+            )
+        from .ray_backend import run_bayes
+
+        run_bayes(
+            spec,
+            store=store,
+            workers=workers,
+            address=address,
+            experiment=experiment,
+            runs_dir=runs_dir,
+            report=report,
+            record=_record,
+            progress=progress,
+        )
+        report.seconds = time.perf_counter() - start
+        return report
+    variants = expand_sweep(spec)
+    report.total = len(variants)
+    pending = [v for v in variants if force or store.finished_run(v.eval_key, experiment=experiment) is None]
+    report.skipped = report.total - len(pending)
+
+    def on_result(variant: Variant, payload: dict[str, Any]) -> None:
+        _record(store, experiment, variant, payload, report)
+        if progress is not None:
+            remaining = len(pending) - report.done - report.failed
+            progress(
+                {
+                    "stage": "sweep",
+                    "step": report.done + report.failed,
+                    "steps": len(pending),
+                    "what": f"done {report.done} failed {report.failed} remaining {remaining}",
+                }
+            )
+
+    if pending:
+        jobs = [(v, v.spec.model_dump(mode="json")) for v in pending]
+        if backend == "local":
+            _run_local(jobs, runs_dir, experiment, workers, on_result)
+        else:
+            from .ray_backend import run_ray_tasks
+
+            run_ray_tasks(jobs, runs_dir, experiment, workers, address, on_result)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _record(
+    store: ResultsStore, experiment: str, variant: Variant, payload: dict[str, Any], report: SweepReport
+) -> None:
+    failed = payload["error"] is not None
+    store.record_run(
+        experiment,
+        "sweep",
+        spec={**variant.spec.model_dump(mode="json"), "overrides": variant.overrides},
+        train_key=variant.train_key,
+        eval_key=variant.eval_key,
+        rows=payload["rows"],
+        checks=payload["checks"],
+        model=variant.spec.label,
+        status="failed" if failed else "done",
+        message=payload.get("traceback", "") if failed else "",
+        started_at=payload.get("started"),
+        code=payload.get("code"),
+        packages=payload.get("packages"),
+        host=payload.get("host"),
+    )
+    if failed:
+        report.failed += 1
+        report.failures.append((variant.spec.label + f" (seed {variant.spec.seed})", payload["error"]))
+    else:
+        report.done += 1
+
+
+def _run_local(
+    jobs: list[tuple[Variant, dict[str, Any]]],
+    runs_dir: str,
+    experiment: str,
+    workers: int,
+    on_result: Callable[[Variant, dict[str, Any]], None],
+) -> None:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing import get_context
+
+    threads = 1 if workers > 1 else None
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=get_context("spawn"),
+        initializer=_init_worker if threads else None,
+    ) as pool:
+        futures = {pool.submit(run_variant, spec_json, runs_dir, experiment, threads): v for v, spec_json in jobs}
+        for fut in as_completed(futures):
+            on_result(futures[fut], fut.result())

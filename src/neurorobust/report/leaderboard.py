@@ -1,0 +1,215 @@
+"""The leaderboard: one row per defence in the store, with its masking verdict.
+
+A defence is an (experiment, model label, dataset) triple. Per defence: clean accuracy (mean ± sd
+over seeds), the paper's claimed number and ours under the paper's attack (from ``claims/*.toml``
+where a headline claim maps to it), the worst-case robust accuracy over every attack run at the
+reference eps (the claim's eps, else the largest eps of the worst-case curve below 0.3 for L∞)
+— from the ``full`` suite when one was run, otherwise marked with the suite used — the verdict,
+and the seeds. Written as CSV, Markdown and a sortable HTML table.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..store import ResultsStore
+
+__all__ = ["COLUMNS", "leaderboard_html", "leaderboard_rows", "write_leaderboard"]
+
+COLUMNS = [
+    "experiment",
+    "defence",
+    "dataset",
+    "clean acc (%)",
+    "paper claim",
+    "ours (paper's attack)",
+    "worst-case (%)",
+    "at eps",
+    "suite",
+    "verdict",
+    "seeds",
+    "spread (sd, %)",
+]
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def _headline_claims() -> dict[tuple[str, str], Any]:
+    from ..claims import load_claims
+    from ..data.search import REPO_ROOT
+
+    folder = Path("claims") if Path("claims").is_dir() else REPO_ROOT / "claims"
+    out = {}
+    for path in sorted(folder.glob("*.toml")):
+        for c in load_claims(path).claims:
+            if c.headline and c.kind == "absolute" and c.attack not in ("clean", "noise", "blur"):
+                out.setdefault((c.experiment, c.model), c)
+    return out
+
+
+def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) -> list[dict[str, Any]]:
+    """One dict per defence (keys: :data:`COLUMNS`), sorted by experiment then worst case (best first)."""
+    from ..claims import judge, ours_for
+
+    rows = store.results()
+    runs = {r["id"]: r for r in store.runs()}
+    claims = _headline_claims()
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if experiments is None or r["experiment"] in experiments:
+            groups[(r["experiment"], r["model"], r["dataset"])].append(r)
+    board = []
+    for (exp, model, dataset), rs in sorted(groups.items()):
+        test = [r for r in rs if r["split"] == "test"] or rs
+        latest = _latest_per_seed(test)
+        clean = [r["value"] for r in latest if r["attack"] == "clean" and r["metric"] == "accuracy"]
+        suite_of = {r["run_id"]: _suite(runs.get(r["run_id"])) for r in latest}
+        suites = set(suite_of.values())
+        suite = "full" if "full" in suites else ", ".join(sorted(suites - {"none"})) or "none"
+        worst = [
+            r
+            for r in latest
+            if r["attack"] == "worst-case"
+            and r["metric"] == "accuracy"
+            and (suite != "full" or suite_of[r["run_id"]] == "full")
+        ]
+        claim = claims.get((exp, model))
+        eps_ref = claim.eps if claim is not None and claim.eps is not None else _reference_eps(worst)
+        at_eps = [
+            r["value"]
+            for r in worst
+            if eps_ref is not None and r["eps"] is not None and math.isclose(r["eps"], eps_ref)
+        ]
+        verdicts = sorted({r["params"].get("verdict", "") for r in latest if r["attack"] == "checklist"})
+        seeds = sorted({r["seed"] for r in latest if r["seed"] is not None})
+        c_mean, c_sd = _mean_sd(clean) if clean else (float("nan"), float("nan"))
+        w_mean = _mean_sd(at_eps)[0] if at_eps else None
+        paper = ours = ""
+        if claim is not None:
+            ours_value = ours_for(claim, latest)
+            j = judge(claim, ours_value)
+            paper = f"{claim.value:g}" + (f" ± {claim.sd:g}" if claim.sd else "") + f" ({claim.table})"
+            ours = "—" if ours_value is None else f"{ours_value:.4g} ({j.verdict})"
+        board.append(
+            {
+                "experiment": exp,
+                "defence": model,
+                "dataset": dataset,
+                "clean acc (%)": None if math.isnan(c_mean) else round(100 * c_mean, 2),
+                "paper claim": paper,
+                "ours (paper's attack)": ours,
+                "worst-case (%)": None if w_mean is None else round(100 * w_mean, 2),
+                "at eps": "" if eps_ref is None else f"{eps_ref:g}",
+                "suite": suite,
+                "verdict": "; ".join(v for v in verdicts if v) or "not checked",
+                "seeds": len(seeds),
+                "spread (sd, %)": None if math.isnan(c_sd) else round(100 * c_sd, 2),
+            }
+        )
+    board.sort(key=lambda b: (b["experiment"], -(b["worst-case (%)"] or -1.0)))
+    return board
+
+
+def _suite(run: dict[str, Any] | None) -> str:
+    return (run or {}).get("spec", {}).get("evaluate", {}).get("suite", "?")
+
+
+def _latest_per_seed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (seed, attack, metric, eps): the row of the latest run."""
+    best: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r["seed"], r["attack"], r["metric"], r["eps"])
+        if key not in best or r["run_id"] > best[key]["run_id"]:
+            best[key] = r
+    return list(best.values())
+
+
+def _reference_eps(worst: list[dict[str, Any]]) -> float | None:
+    eps = sorted({r["eps"] for r in worst if r["eps"] is not None})
+    if not eps:
+        return None
+    below = [e for e in eps if e <= 0.3]
+    return below[-1] if below else eps[0]
+
+
+def _cell(v: Any) -> str:
+    return "—" if v is None or v == "" else str(v)
+
+
+def leaderboard_markdown(board: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(b[c]) for c in COLUMNS) + " |" for b in board]
+    return "\n".join(lines) + "\n"
+
+
+_SORT_JS = """
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var asc = th.getAttribute('data-order') !== 'asc';
+      table.querySelectorAll('th').forEach(function (h) { h.removeAttribute('data-order'); });
+      th.setAttribute('data-order', asc ? 'asc' : 'desc');
+      rows.sort(function (a, b) {
+        var x = a.cells[col].getAttribute('data-value'), y = b.cells[col].getAttribute('data-value');
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var cmp = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return asc ? cmp : -cmp;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+"""
+
+
+def leaderboard_html(board: list[dict[str, Any]]) -> str:
+    """A sortable HTML table (click a header to sort; numbers sort numerically) and its script."""
+    head = "".join(f'<th title="click to sort">{html.escape(c)}</th>' for c in COLUMNS)
+    body = []
+    for b in board:
+        cells = []
+        for c in COLUMNS:
+            v = b[c]
+            value = "" if v is None else str(v)
+            cells.append(f'<td data-value="{html.escape(value)}">{html.escape(_cell(v))}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f'<table class="sortable" id="leaderboard"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table><script>{_SORT_JS}</script>"
+    )
+
+
+def write_leaderboard(store: ResultsStore, outdir: str | Path = "reports/leaderboard") -> Path:
+    """Write ``leaderboard.csv``, ``leaderboard.md`` and ``index.html`` into ``outdir``; returns it."""
+    folder = Path(outdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    board = leaderboard_rows(store)
+    with open(folder / "leaderboard.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(board)
+    (folder / "leaderboard.md").write_text("# neurorobust leaderboard\n\n" + leaderboard_markdown(board))
+    style = (
+        "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#f0f0f0;cursor:pointer}"
+        "th[data-order=asc]::after{content:' \\25B2'}th[data-order=desc]::after{content:' \\25BC'}"
+    )
+    (folder / "index.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>neurorobust leaderboard</title>"
+        f"<style>{style}</style></head><body><h1>neurorobust leaderboard</h1>"
+        f"<p>{len(board)} defences from <code>{html.escape(str(store.path))}</code>. Click a column to sort.</p>"
+        f"{leaderboard_html(board)}</body></html>\n"
+    )
+    return folder

@@ -1,0 +1,252 @@
+"""Sweeps on the local and Ray backends, resumable from the store, and the leaderboard (also in a real browser)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from neurorobust.errors import SpecError
+from neurorobust.experiments.sweep import expand_sweep, run_sweep, sample_space
+from neurorobust.report.leaderboard import COLUMNS, leaderboard_rows, write_leaderboard
+from neurorobust.specs import load_spec, parse_spec
+from neurorobust.store import ResultsStore
+
+TINY = """
+description = "tiny sweep"
+[data]
+name = "digits"
+[model]
+name = "mlp"
+params = { widths = [16] }
+[train]
+epochs = 3
+batch_size = 64
+lr = 0.02
+[evaluate]
+suite = "quick"
+n = 60
+check_n = 30
+eps = [0.1]
+noise_sigmas = [0.0]
+blur_sigmas = []
+[sweep]
+seeds = [0, 1]
+grid = { "model.params.widths" = [[8], [16]], "train.lr" = [0.01, 0.03] }
+"""
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path):
+    path = tmp_path / "tiny_sweep.toml"
+    path.write_text(TINY)
+    return path
+
+
+def _row_sets(store: ResultsStore) -> dict:
+    """(model, seed) -> sorted (attack, metric, eps, value) of the done runs."""
+    out: dict = {}
+    for run in store.runs(status="done"):
+        rows = store.results(run_id=run["id"])
+        key = (rows[0]["model"], rows[0]["seed"])
+        assert key not in out, f"duplicate run for {key}"
+        out[key] = sorted((r["attack"], r["metric"], r["eps"] or 0.0, round(r["value"] or 0.0, 6)) for r in rows)
+    return out
+
+
+def test_grid_expansion_labels_and_seeds(tiny_sweep):
+    variants = expand_sweep(load_spec(tiny_sweep))
+    assert len(variants) == 8
+    labels = {v.spec.label for v in variants}
+    assert labels == {f"mlp[widths={w},lr={lr}]" for w in (8, 16) for lr in (0.01, 0.03)}
+    assert sorted({v.spec.seed for v in variants}) == [0, 1]
+    assert len({v.eval_key for v in variants}) == 8
+    assert all(v.spec.sweep is None for v in variants)
+
+
+@pytest.mark.parametrize(
+    ("sweep", "match"),
+    [
+        ('[sweep]\ngrid = { "train.lr" = [] }', "grid values must be non-empty"),
+        ('[sweep]\nseeds = [1, 1]', "distinct"),
+        ('[sweep.search]\nspace = { "train.lr" = { low = 0.1, high = 0.01 } }', "'low' must be below 'high'"),
+        ('[sweep.search]\nspace = { "train.lr" = { low = 0.0, high = 0.1, log = true } }', "log range needs low > 0"),
+        ('[sweep.search]\nspace = { "train.lr" = { low = 0.01 } }', "needs 'low' and 'high'"),
+        ('[sweep.search]\nspace = { "train.lr" = { low = 0.01, high = 0.1 } }', "never on the test split"),
+    ],
+)
+def test_bad_sweeps_are_clear_errors(tmp_path, sweep, match):
+    path = tmp_path / "bad.toml"
+    path.write_text('[data]\nname = "digits"\n' + sweep + "\n")
+    with pytest.raises(SpecError, match=match):
+        load_spec(path)
+
+
+def test_a_grid_value_that_makes_a_bad_spec_names_the_variant(tmp_path):
+    spec = parse_spec({"data": {"name": "digits"}, "sweep": {"grid": {"train.epochs": [1, -2]}}})
+    with pytest.raises(SpecError, match=r"(?s)sweep variant \{'train.epochs': -2\}.*train\.epochs"):
+        expand_sweep(spec)
+
+
+def test_random_search_samples_are_seeded_and_in_range():
+    spec = parse_spec({
+        "data": {"name": "digits", "validation": 200},
+        "evaluate": {"split": "val"},
+        "sweep": {"search": {"samples": 5, "space": {"train.lr": {"low": 1e-3, "high": 1e-1, "log": True},
+                                                         "train.optimizer": {"choices": ["adam", "sgd"]}}}},
+    })
+    variants = expand_sweep(spec)
+    assert len(variants) == 5
+    lrs = [v.spec.train.lr for v in variants]
+    assert all(1e-3 <= lr <= 1e-1 for lr in lrs) and len(set(lrs)) == 5
+    assert sample_space(spec.sweep.search.space, 5, 0) == sample_space(spec.sweep.search.space, 5, 0)
+    assert all(v.spec.evaluate.split == "val" for v in variants)
+
+
+def test_local_sweep_runs_each_variant_once_and_resumes(tiny_sweep, tmp_path):
+    spec = load_spec(tiny_sweep)
+    with ResultsStore(tmp_path / "r.db") as st:
+        report = run_sweep(spec, store=st, backend="local", workers=2, runs_dir=tmp_path / "runs")
+        assert (report.total, report.done, report.failed) == (8, 8, 0)
+        sets = _row_sets(st)
+        assert len(sets) == 8
+        again = run_sweep(spec, store=st, backend="local", workers=2, runs_dir=tmp_path / "runs")
+        assert (again.skipped, again.done) == (8, 0)
+        assert _row_sets(st) == sets
+        board = leaderboard_rows(st)
+        assert len(board) == 4 and {b["seeds"] for b in board} == {2}
+        for b in board:  # leaderboard numbers are the store's
+            clean = [r["value"] for r in st.results(model=b["defence"], attack="clean", metric="accuracy")]
+            assert b["clean acc (%)"] == pytest.approx(100 * sum(clean) / len(clean), abs=0.01)
+
+
+def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    spec = parse_spec({
+        "name": "failing", "data": {"name": "digits"}, "model": {"name": "mlp", "params": {"widths": [8]}},
+        "train": {"epochs": 1}, "evaluate": {"suite": "none", "n": 50, "noise_sigmas": [0.0], "blur_sigmas": []},
+        # a width of 0 is refused by the model when the worker builds it
+        "sweep": {"grid": {"model.params.widths": [[8], [0]]}},
+    })
+    with ResultsStore(tmp_path / "r.db") as st:
+        report = run_sweep(spec, store=st, backend="local", workers=1, runs_dir=tmp_path / "runs")
+        assert (report.done, report.failed) == (1, 1)
+        (failed,) = st.runs(status="failed")
+        assert "InvalidParameterError" in failed["message"] and "widths" in failed["message"]
+        assert st.results(run_id=failed["id"]) == []
+
+
+def test_sweep_killed_part_way_resumes_without_duplicates_or_losses(tiny_sweep, tmp_path):
+    env = {**os.environ, "NEURO_STORE": str(tmp_path / "r.db"), "NEURO_RUNS": str(tmp_path / "runs")}
+    cmd = [sys.executable, "-m", "neurorobust.cli", "sweep", str(tiny_sweep), "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    done = 0
+    while time.time() < deadline and done < 3:
+        time.sleep(0.5)
+        if (tmp_path / "r.db").exists():
+            with ResultsStore(tmp_path / "r.db") as st:
+                done = len(st.runs(status="done"))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 3 <= done < 8, f"could not kill the sweep part-way ({done} runs done)"
+    with ResultsStore(tmp_path / "r.db") as st:
+        before = _row_sets(st)
+    out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "already in the store" in out.stdout
+    with ResultsStore(tmp_path / "r.db") as st:
+        after = _row_sets(st)
+        assert len(st.runs(status="done")) == 8
+    assert len(after) == 8
+    assert all(after[k] == v for k, v in before.items())  # nothing lost or rewritten
+
+
+def test_ray_backend_gives_the_same_rows_as_local(tiny_sweep, tmp_path):
+    pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'neurorobust[ray]')")
+    spec = load_spec(tiny_sweep)
+    with ResultsStore(tmp_path / "local.db") as st:
+        run_sweep(spec, store=st, backend="local", workers=2, runs_dir=tmp_path / "runs")
+        local = _row_sets(st)
+    with ResultsStore(tmp_path / "ray.db") as st:
+        report = run_sweep(spec, store=st, backend="ray", workers=2, runs_dir=tmp_path / "runs_ray")
+        assert report.done == 8
+        ray_rows = _row_sets(st)
+    assert ray_rows == local
+
+
+def test_store_merge_adds_runs_once(tiny_sweep, tmp_path):
+    spec = load_spec(tiny_sweep)
+    spec = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"seeds": [0]})})
+    with ResultsStore(tmp_path / "a.db") as st:
+        run_sweep(spec, store=st, backend="local", workers=2, runs_dir=tmp_path / "runs")
+    env = {**os.environ, "COLUMNS": "250"}
+    cmd = [sys.executable, "-m", "neurorobust.cli", "store", "merge", str(tmp_path / "b.db"), str(tmp_path / "a.db")]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "4 runs added" in out.stdout, out.stdout + out.stderr
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert "0 runs added, 4 already" in out.stdout
+    with ResultsStore(tmp_path / "a.db") as a, ResultsStore(tmp_path / "b.db") as b:
+        assert _row_sets(a) == _row_sets(b)
+        assert len(a.checks()) == len(b.checks())
+
+
+def _browser():
+    """Headless Chromium through selenium; skipped only where the browser cannot be installed."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        msg = "chromium/chromium-driver missing: apt-get install chromium chromium-driver (make test installs them)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+
+
+def test_html_leaderboard_and_report_in_a_real_browser(tiny_sweep, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from neurorobust.report import build_report
+
+    spec = load_spec(tiny_sweep)
+    with ResultsStore(tmp_path / "r.db") as st:
+        run_sweep(spec, store=st, backend="local", workers=2, runs_dir=tmp_path / "runs")
+        board_dir = write_leaderboard(st, tmp_path / "leaderboard")
+        report_dir = build_report(st, "tiny_sweep", tmp_path / "reports")
+    assert (board_dir / "leaderboard.csv").read_text().splitlines()[0].split(",")[0] == COLUMNS[0]
+    driver = _browser()
+    try:
+        driver.get((board_dir / "index.html").as_uri())
+        col = COLUMNS.index("clean acc (%)")
+
+        def column() -> list[float]:
+            return [float(r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-value"))
+                    for r in driver.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")]
+
+        assert len(column()) == 4
+        header = driver.find_elements(By.CSS_SELECTOR, "#leaderboard th")[col]
+        header.click()
+        assert column() == sorted(column())
+        header.click()
+        assert column() == sorted(column(), reverse=True)
+        driver.get((report_dir / "index.html").as_uri())
+        images = driver.find_elements(By.TAG_NAME, "img")
+        assert len(images) >= 3
+        for img in images:  # every figure loads
+            assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+    finally:
+        driver.quit()
