@@ -23,15 +23,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# System packages some tests need (Debian's Fashion-MNIST). Installed when we are root; under CI=true a
-# missing one makes the tests that need it fail instead of skip.
+# System packages some tests need: Debian's Fashion-MNIST, and Chromium + its driver for the browser test of
+# the HTML reports. Installed when we are root; under CI=true a missing one makes its tests fail, not skip.
 sysdeps:
-	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	@missing=""; \
+	[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing dataset-fashion-mnist (apt)"; \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
-	      || echo "warning: could not install dataset-fashion-mnist"; \
-	  else echo "note: dataset-fashion-mnist not installed (needs root: apt-get install dataset-fashion-mnist)"; fi; \
+	    echo "installing$$missing (apt)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	      || echo "warning: could not install$$missing"; \
+	  else echo "note: not installed:$$missing (needs root: apt-get install$$missing)"; fi; \
 	fi
 
 demo: venv

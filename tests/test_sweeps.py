@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -250,3 +249,28 @@ def test_html_leaderboard_and_report_in_a_real_browser(tiny_sweep, tmp_path):
         assert errors == []
     finally:
         driver.quit()
+
+
+def test_bayesian_search_on_ray_records_trials_and_resumes(tmp_path):
+    pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'neurorobust[ray]')")
+    pytest.importorskip("optuna", reason="Bayesian search needs optuna (pip install 'neurorobust[ray]')")
+    raw = {
+        "name": "bayes", "data": {"name": "digits", "validation": 200},
+        "model": {"name": "mlp", "params": {"widths": [16]}}, "train": {"epochs": 2, "batch_size": 64},
+        "evaluate": {"suite": "quick", "split": "val", "n": 40, "check_n": 20, "eps": [0.1], "noise_sigmas": [],
+                     "blur_sigmas": []},
+        "sweep": {"seeds": [0], "search": {"method": "bayes", "samples": 3,
+                                           "space": {"train.lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+                                           "objective": {"attack": "pgd", "eps": 0.1}}},
+    }
+    with pytest.raises(SpecError, match="needs --backend ray"), ResultsStore(tmp_path / "x.db") as st:
+        run_sweep(parse_spec(raw), store=st, backend="local", runs_dir=tmp_path / "runs")
+    with ResultsStore(tmp_path / "r.db") as st:
+        report = run_sweep(parse_spec(raw), store=st, backend="ray", workers=2, runs_dir=tmp_path / "runs")
+        assert report.done == 3 and report.best is not None
+        rows = st.results()
+        assert {r["split"] for r in rows} == {"val"}  # tuned on the validation split, never on test
+        raw["sweep"]["search"]["samples"] = 4
+        again = run_sweep(parse_spec(raw), store=st, backend="ray", workers=2, runs_dir=tmp_path / "runs")
+        assert (again.skipped, again.done) == (3, 1)
+        assert len(st.runs(status="done")) == 4

@@ -18,7 +18,7 @@ from torch import nn
 
 from .data import Dataset, load_dataset
 from .errors import InvalidParameterError, SpecError
-from .evaluation.suite import Evaluation
+from .evaluation.suite import Evaluation, evaluate_into_store
 from .evaluation.suite import evaluate as _evaluate
 from .experiments.runner import RunOutcome, default_runs_dir, run_experiment, train_stage
 from .specs import EvalSpec, ExperimentSpec, load_spec, parse_spec
@@ -125,25 +125,18 @@ def evaluate(
             source_model=source_model,
         )
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
-    run_id = st.start_run(experiment, "evaluate", spec={"evaluate": espec.model_dump(mode="json"), "label": label})
-    try:
-        result = _evaluate(
-            model,
-            dataset,
-            espec,
-            experiment=experiment,
-            label=label,
-            seed=seed,
-            progress=progress,
-            sink=lambda new: st.add_results(run_id, new),
-            source_model=source_model,
-        )
-        if result.checks:
-            st.add_checks(run_id, experiment, label, result.checks)
-    except BaseException as exc:
-        st.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    st.finish_run(run_id, "done")
+    result, _ = evaluate_into_store(
+        st,
+        model,
+        dataset,
+        espec,
+        experiment=experiment,
+        label=label,
+        run_spec={"evaluate": espec.model_dump(mode="json"), "label": label},
+        seed=seed,
+        progress=progress,
+        source_model=source_model,
+    )
     return result
 
 

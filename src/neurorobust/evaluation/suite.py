@@ -19,12 +19,12 @@ from torch import nn
 from ..data import Dataset, balanced_subset, gaussian_blur, gaussian_noise
 from ..errors import InvalidParameterError
 from ..specs import EvalSpec
-from ..store import ResultRow
+from ..store import ResultRow, ResultsStore
 from ..training.loop import predict_logits
 from .checklist import CheckResult
 from .metrics import balanced_accuracy, wilson_interval
 
-__all__ = ["Evaluation", "accuracy_row", "evaluate", "evaluation_subset"]
+__all__ = ["Evaluation", "accuracy_row", "evaluate", "evaluate_into_store", "evaluation_subset"]
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -179,3 +179,39 @@ def evaluate(
         rows += suite.rows
         result.checks, result.verdict, result.worst_case = suite.checks, suite.verdict, suite.worst_case
     return result
+
+
+def evaluate_into_store(
+    store: ResultsStore,
+    model: nn.Module,
+    dataset: Dataset,
+    spec: EvalSpec,
+    *,
+    experiment: str,
+    label: str,
+    run_spec: dict[str, Any],
+    train_key: str | None = None,
+    eval_key: str | None = None,
+    **kwargs: Any,
+) -> tuple[Evaluation, int]:
+    """:func:`evaluate` as a run of ``store``: rows are written as they are measured, then the checks;
+    the run ends ``done``, or ``failed`` with the error (rows measured before it stay). ``kwargs`` go
+    to :func:`evaluate` (seed, progress, source_model, split)."""
+    run_id = store.start_run(experiment, "evaluate", spec=run_spec, train_key=train_key, eval_key=eval_key)
+    try:
+        result = evaluate(
+            model,
+            dataset,
+            spec,
+            experiment=experiment,
+            label=label,
+            sink=lambda new: store.add_results(run_id, new),
+            **kwargs,
+        )
+        if result.checks:
+            store.add_checks(run_id, experiment, label, result.checks)
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    store.finish_run(run_id, "done")
+    return result, run_id

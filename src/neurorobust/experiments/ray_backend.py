@@ -7,13 +7,14 @@ to SQLite; on a cluster, ``runs_dir`` (the checkpoint cache) should be a path ev
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import NeuroRobustError
-from ..specs import ExperimentSpec
+from ..specs import ExperimentSpec, ObjectiveSpec
 from ..store import ResultsStore
 from .sweep import SweepReport, Variant, _objective, _variant, run_variant
 
@@ -88,6 +89,23 @@ def _previous_points(store: ResultsStore, experiment: str, spec: ExperimentSpec)
     return [configs[k] for k in keys], [sum(by_config[k]) / len(by_config[k]) for k in keys]
 
 
+def _bayes_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int], runs_dir: str, experiment: str,
+                 name: str, objective: dict[str, Any]) -> None:
+    """One Bayesian-search trial: every seed of one configuration; reports the mean objective."""
+    from ray import tune
+
+    goal = ObjectiveSpec(**objective)
+    payloads, values = [], []
+    for seed in seeds:
+        variant = _variant(base, dict(config), seed, name)
+        payload = run_variant(variant.spec.model_dump(mode="json"), runs_dir, experiment, 1)
+        payloads.append(payload)
+        values.append(_objective(payload["rows"], goal))
+    finite = [v for v in values if v is not None]
+    score = sum(finite) / len(finite) if finite else (-math.inf if goal.mode == "max" else math.inf)
+    tune.report({"objective": score, "payloads": json.dumps(payloads, default=str)})
+
+
 def run_bayes(
     spec: ExperimentSpec,
     *,
@@ -128,30 +146,31 @@ def run_bayes(
         return
     objective = search.objective
 
-    def trainable(config: dict[str, Any]) -> None:
-        payloads, values = [], []
-        for seed in seeds:
-            variant = _variant(base, dict(config), seed, spec.name)
-            payload = run_variant(variant.spec.model_dump(mode="json"), runs_dir, experiment, 1)
-            payloads.append(payload)
-            values.append(_objective(payload["rows"], objective))
-        finite = [v for v in values if v is not None]
-        score = sum(finite) / len(finite) if finite else (-math.inf if objective.mode == "max" else math.inf)
-        tune.report({"objective": score, "payloads": json.dumps(payloads, default=str)})
+    trainable = functools.partial(
+        _bayes_trial, base=base, seeds=seeds, runs_dir=runs_dir, experiment=experiment, name=spec.name,
+        objective=objective.model_dump(),
+    )
 
     class Recorder(tune.Callback):
+        """Records each finished trial in the driver's store as it completes (state is not pickled:
+        Tune pickles its run config for restores, and a SQLite connection cannot be)."""
+
+        def __init__(self, hook: Callable[[Any, dict], None]) -> None:
+            self.hook: Callable[[Any, dict], None] | None = hook
+
+        def __getstate__(self) -> dict[str, Any]:
+            return {"hook": None}
+
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            for seed, payload in zip(seeds, json.loads(result["payloads"]), strict=True):
-                record(store, experiment, _variant(base, dict(trial.config), seed, spec.name), payload, report)
-            if progress is not None:
-                progress(
-                    {
-                        "stage": "sweep",
-                        "step": report.done + report.failed,
-                        "steps": remaining * len(seeds),
-                        "what": f"done {report.done} failed {report.failed}",
-                    }
-                )
+            if self.hook is not None:
+                self.hook(trial, result)
+
+    def on_trial(trial: Any, result: dict) -> None:
+        for seed, payload in zip(seeds, json.loads(result["payloads"]), strict=True):
+            record(store, experiment, _variant(base, dict(trial.config), seed, spec.name), payload, report)
+        if progress is not None:
+            progress({"stage": "sweep", "step": report.done + report.failed, "steps": remaining * len(seeds),
+                      "what": f"done {report.done} failed {report.failed}"})
 
     searcher = OptunaSearch(
         metric="objective",
@@ -166,7 +185,7 @@ def run_bayes(
             param_space=space,
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining, max_concurrent_trials=workers),
             run_config=tune.RunConfig(
-                storage_path=f"{runs_dir}/ray_tune", name=experiment, verbose=0, callbacks=[Recorder()]
+                storage_path=f"{runs_dir}/ray_tune", name=experiment, verbose=0, callbacks=[Recorder(on_trial)]
             ),
         )
         grid = tuner.fit()

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset, balanced_subset, load_dataset, split_validation
-from ..evaluation.suite import Evaluation, evaluate
+from ..evaluation.suite import Evaluation, evaluate_into_store
 from ..mechanisms import MECHANISMS
 from ..models import create_model
 from ..specs import ExperimentSpec, eval_key, train_key
@@ -176,29 +176,21 @@ def evaluate_stage(
         if done is not None:
             return None, store.results(run_id=done["id"]), done["id"]
     source = transfer_source(spec, train_data or dataset, runs_dir=runs_dir, progress=progress)
-    run_id = store.start_run(
-        experiment, "evaluate", spec=spec.model_dump(mode="json"), train_key=train_key(spec), eval_key=ekey
+    result, run_id = evaluate_into_store(
+        store,
+        model,
+        dataset,
+        spec.evaluate,
+        experiment=experiment,
+        label=model_label(spec),
+        run_spec=spec.model_dump(mode="json"),
+        train_key=train_key(spec),
+        eval_key=ekey,
+        seed=spec.seed,
+        progress=progress,
+        source_model=source,
+        split=spec.evaluate.split,
     )
-    label = model_label(spec)
-    try:
-        result = evaluate(
-            model,
-            dataset,
-            spec.evaluate,
-            experiment=experiment,
-            label=label,
-            seed=spec.seed,
-            progress=progress,
-            sink=lambda new: store.add_results(run_id, new),
-            source_model=source,
-            split=spec.evaluate.split,
-        )
-        if result.checks:
-            store.add_checks(run_id, experiment, label, result.checks)
-    except BaseException as exc:
-        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    store.finish_run(run_id, "done")
     return result, [], run_id
 
 
