@@ -97,9 +97,7 @@ def test_registry_lists_all_attacks_and_wrappers() -> None:
     )
     for entry in ATTACKS:
         assert entry.paper and entry.summary, entry.name
-        assert ":math:" in (entry.constructor.__doc__ or "") or ".. math::" in (
-            entry.constructor.__doc__ or ""
-        )
+        assert ":math:" in (entry.constructor.__doc__ or "") or ".. math::" in (entry.constructor.__doc__ or "")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -128,10 +126,7 @@ def test_contract(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_seeded_repeatability(name: str) -> None:
     x, y = batch()
-    runs = [
-        fast_attack(name)(tiny_cnn(), x, y, eps=0.1, generator=torch.Generator().manual_seed(3))
-        for _ in range(2)
-    ]
+    runs = [fast_attack(name)(tiny_cnn(), x, y, eps=0.1, generator=torch.Generator().manual_seed(3)) for _ in range(2)]
     assert torch.equal(runs[0].x_adv, runs[1].x_adv)
     assert torch.equal(runs[0].queries, runs[1].queries)
 
@@ -187,9 +182,7 @@ def test_state_restored_even_when_the_attack_raises(name: str) -> None:
 def test_bad_input_raises_one_clear_error(name: str, make, param: str, match: str) -> None:
     x, y = batch()
     bx, by = make(x, y)
-    with pytest.raises(
-        InvalidParameterError, match=rf"The '{param}' parameter of \w+\.__call__ must be .*{match}"
-    ):
+    with pytest.raises(InvalidParameterError, match=rf"The '{param}' parameter of \w+\.__call__ must be .*{match}"):
         fast_attack(name)(tiny_cnn(), bx, by, eps=0.1)
 
 
@@ -214,9 +207,7 @@ def test_constraints_match_signature_and_reject_bad_values(name: str) -> None:
     base = {"transfer": {"source_model": tiny_cnn()}, "eot": {"attack": PGD()}, "bpda": {"attack": PGD()}}
     for param in params:
         kwargs = {**base.get(name, {}), param: "bad!"}
-        with pytest.raises(
-            InvalidParameterError, match=rf"The '{param}' parameter of {cls.__name__} must be"
-        ):
+        with pytest.raises(InvalidParameterError, match=rf"The '{param}' parameter of {cls.__name__} must be"):
             cls(**kwargs)
 
 
@@ -244,9 +235,7 @@ def test_pgd_step_options_are_exclusive_and_dlr_needs_three_classes() -> None:
         PGD(step_size=0.01, rel_step_size=0.1)
     x, y = batch()
     two = tiny_cnn(classes=2)
-    with pytest.raises(
-        InvalidParameterError, match=r"at least 3 classes for loss='dlr'\. Got a model with 2"
-    ):
+    with pytest.raises(InvalidParameterError, match=r"at least 3 classes for loss='dlr'\. Got a model with 2"):
         ATTACKS.create("apgd-dlr", steps=2)(two, x, y % 2, eps=0.1)
     with pytest.raises(InvalidParameterError, match="at least 3 classes"):
         PGD(steps=2, loss="dlr")(two, x, y % 2, eps=0.1)
@@ -350,18 +339,14 @@ def test_restarts_keep_the_best() -> None:
     x, y = batch(16)
     model = tiny_cnn()
     one = PGD(steps=3, step_size=0.01)(model, x, y, eps=0.03, generator=torch.Generator().manual_seed(0))
-    many = PGD(steps=3, step_size=0.01, restarts=4)(
-        model, x, y, eps=0.03, generator=torch.Generator().manual_seed(0)
-    )
+    many = PGD(steps=3, step_size=0.01, restarts=4)(model, x, y, eps=0.03, generator=torch.Generator().manual_seed(0))
     assert bool((many.success | ~one.success).all())
     assert int(many.queries[0]) == 4 * (3 + 1)
 
 
 def test_train_mode_keeps_dropout_and_restores_buffers() -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(), nn.Linear(144, 10)
-    )
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5), nn.Flatten(), nn.Linear(144, 10))
     model.eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = batch()
@@ -482,9 +467,7 @@ def test_bpda_breaks_input_quantisation_where_plain_pgd_fails() -> None:
 
 def test_bpda_without_surrogate_raises() -> None:
     x, y = batch()
-    with pytest.raises(
-        InvalidParameterError, match=r"'model' parameter of BPDA\.__call__ must be a model declaring"
-    ):
+    with pytest.raises(InvalidParameterError, match=r"'model' parameter of BPDA\.__call__ must be a model declaring"):
         BPDA(attack=PGD(steps=1))(tiny_cnn(), x, y, eps=0.1)
 
 

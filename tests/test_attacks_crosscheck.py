@@ -107,9 +107,7 @@ def test_deepfool_median_l2_close_to_foolbox(setup) -> None:
     model, x, y = setup
     ours = DeepFool(steps=50, overshoot=0.02, candidates=10)(model, x, y)
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
-    raw, _, fb_ok = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)(
-        fmodel, x, y, epsilons=None
-    )
+    raw, _, fb_ok = fb.attacks.L2DeepFoolAttack(steps=50, candidates=10, overshoot=0.02)(fmodel, x, y, epsilons=None)
     assert float(ours.success.float().mean()) >= 0.99 and float(fb_ok.float().mean()) >= 0.99
     ours_med = float(ours.distances["l2"][ours.success].median())
     fb_med = _median_l2(raw, x, fb_ok)
@@ -122,9 +120,7 @@ def test_cw_median_l2_close_to_foolbox(setup) -> None:
     kw = {"binary_search_steps": 5, "steps": 100, "initial_const": 1e-2, "abort_early": True}
     ours = CarliniWagnerL2(lr=0.01, kappa=0.0, **kw)(model, x, y)
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
-    raw, _, fb_ok = fb.attacks.L2CarliniWagnerAttack(stepsize=0.01, confidence=0.0, **kw)(
-        fmodel, x, y, epsilons=None
-    )
+    raw, _, fb_ok = fb.attacks.L2CarliniWagnerAttack(stepsize=0.01, confidence=0.0, **kw)(fmodel, x, y, epsilons=None)
     both = ours.success & fb_ok
     assert float(both.float().mean()) >= 0.9
     ours_med = float(ours.distances["l2"][both].median())
