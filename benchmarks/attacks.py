@@ -224,6 +224,29 @@ def main() -> None:
         "ours/this = this method's time / ours (>1: ours is faster). GFLOP/s counts a step as 2 forwards "
         "(forward + input-only backward) plus one final forward; the early-stop row as if it ran all steps."
     )
+    agreement(model, x, y, args.batch)
+
+
+def agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, eps: float = 0.1) -> None:
+    """Robust accuracy where it is not trivially 0: the same PGD at a smaller eps, ours vs torchattacks."""
+    ours = PGD(steps=STEPS, step_size=STEP, random_start=False)
+    ours_acc = (
+        torch.cat([~ours(model, x[i : i + batch], y[i : i + batch], eps=eps).success for i in range(0, len(x), batch)])
+        .float()
+        .mean()
+    )
+    line = f"agreement at eps={eps} (same PGD): robust accuracy ours {float(ours_acc):.4f}"
+    try:
+        import torchattacks
+
+        ta = torchattacks.PGD(model, eps=eps, alpha=STEP, steps=STEPS, random_start=False)
+        adv = torch.cat([ta(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)])
+        with torch.inference_mode():
+            ta_acc = (model(adv).argmax(1) == y).float().mean()
+        line += f", torchattacks {float(ta_acc):.4f}, difference {100 * abs(float(ours_acc - ta_acc)):.2f} points"
+    except ImportError:
+        pass
+    print(line)
 
 
 if __name__ == "__main__":
