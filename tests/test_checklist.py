@@ -171,3 +171,52 @@ def test_suites_write_rows_checks_and_verdict_to_the_store(tmp_path, suite):
     if suite == "seed-paper":
         (m,) = [r for r in result.rows if r.metric == "median_min_eps"]
         assert 0 < m.value < 0.3 and m.params["excluded_misclassified"] >= 0
+
+
+def test_worst_case_is_per_point_over_covered_points_only():
+    from neurorobust.evaluation.attack_suite import AttackRun, _worst_case
+
+    clean = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    full = AttackRun("pgd", "pgd", 0.1, torch.arange(4), torch.tensor([1.0, 0.0, 0.0, 1.0]), None, 0.0)
+    probe = AttackRun("check:pgd", "pgd", 0.1, torch.tensor([0, 3]), torch.tensor([0.0, 1.0]), None, 0.0)
+    acc, n = _worst_case([full, probe], clean, [0.1, 0.2])
+    assert acc == {0.1: 0.25} and n == {0.1: 4}  # point 0 fooled by the probe only; 0.2 not attacked
+    partial = AttackRun("jsma", "jsma", 0.1, torch.tensor([1, 3]), torch.tensor([0.5, 1.0]), None, 0.0)
+    acc, n = _worst_case([partial], clean, [0.1])
+    assert acc == {0.1: 0.75} and n == {0.1: 2}  # unattacked points are not counted at their clean accuracy
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ({"name": "eot"}, "wrapper chosen automatically"),
+        ({"name": "transfer", "params": {"steps": 3}}, "transfer takes no parameters"),
+        ({"name": "pgd", "params": {"steps": 0}}, "'steps' parameter of PGD"),
+    ],
+)
+def test_spec_attack_entries_are_checked_before_any_work(entry, match):
+    from neurorobust.errors import SpecError
+    from neurorobust.specs import parse_spec
+
+    with pytest.raises(SpecError, match=match):
+        parse_spec({"evaluate": {"suite": "seed-paper", "attacks": [entry]}})
+
+
+def test_spec_attack_entries_follow_the_suite_norm():
+    from neurorobust.evaluation.attack_suite import plan_suite
+    from neurorobust.specs import EvalSpec
+
+    spec = EvalSpec(suite="seed-paper", norm="l2", eps=[0.5, 1.0], attacks=["pgd", "fgsm"])
+    assert {p.attack.norm for p in plan_suite(spec, 10)} == {"l2"}
+
+
+def test_search_objective_must_be_measured_by_the_suite():
+    from neurorobust.errors import SpecError
+    from neurorobust.specs import parse_spec
+
+    raw = {"data": {"name": "digits", "validation": 100}, "evaluate": {"suite": "full", "split": "val"},
+           "sweep": {"search": {"space": {"train.lr": {"low": 0.01, "high": 0.1}}}}}
+    with pytest.raises(SpecError, match="'pgd' is not measured by suite 'full'; choose one of .*pgd-100x5"):
+        parse_spec(raw)
+    raw["sweep"]["search"]["objective"] = {"attack": "pgd-100x5"}
+    assert parse_spec(raw).sweep.search.objective.attack == "pgd-100x5"

@@ -93,3 +93,19 @@ def test_reader_during_write_and_kill_mid_run(tmp_path):
     assert len(rows) >= counts[-1]
     assert [r["eps"] for r in rows] == list(range(len(rows)))  # no gap, no torn row
     assert reader._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_reports_read_finished_runs_only_and_average_seeds(store):
+    from neurorobust.report.build import latest_rows
+
+    for seed, value in ((0, 0.5), (1, 0.7)):
+        run = store.start_run("e", "evaluate", spec={})
+        store.add_results(run, [ResultRow("e", "m", "mnist", "pgd", "accuracy", value, n=10, eps=0.1, seed=seed)])
+        store.finish_run(run)
+    killed = store.start_run("e", "evaluate", spec={})  # never finished
+    store.add_results(killed, [ResultRow("e", "m", "mnist", "pgd", "accuracy", 0.0, n=10, eps=0.1, seed=0)])
+    assert len(store.results(experiment="e")) == 3
+    rows = latest_rows(store.results(experiment="e", done_only=True))
+    (row,) = rows
+    assert row["value"] == pytest.approx(0.6) and row["params"]["seeds"] == 2
+    assert row["params"]["sd"] == pytest.approx(0.14142, abs=1e-4)

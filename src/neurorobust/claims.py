@@ -175,7 +175,7 @@ def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Ju
 
 
 def ours_for(claim: Claim, rows: list[dict[str, Any]], model: str | None = None) -> float | None:
-    """Our latest number for ``claim`` among store rows, converted to the claim's unit."""
+    """Our number for ``claim`` among store rows (latest run per seed, mean over seeds), in the claim's unit."""
     model = model or claim.model
     match = [
         r
@@ -187,9 +187,12 @@ def ours_for(claim: Claim, rows: list[dict[str, Any]], model: str | None = None)
         and r["dataset"] == claim.dataset
         and (claim.eps is None or (r["eps"] is not None and abs(r["eps"] - claim.eps) < 1e-9))
     ]
-    if not match:
+    latest: dict[Any, dict[str, Any]] = {}
+    for r in match:  # the latest run of each seed, then the mean over seeds
+        if r.get("seed") not in latest or r["run_id"] > latest[r.get("seed")]["run_id"]:
+            latest[r.get("seed")] = r
+    values = [r["value"] for r in latest.values() if r["value"] is not None]
+    if not values:
         return None
-    value = max(match, key=lambda r: r["run_id"])["value"]
-    if value is None:
-        return None
+    value = sum(values) / len(values)
     return 100 * value if claim.unit == "percent" else value

@@ -155,8 +155,20 @@ class AttackEntry(_Strict):
     def _params_fit(self) -> AttackEntry:
         from .attacks import ATTACKS
 
+        if self.name in ("eot", "bpda"):
+            raise ValueError(
+                f"{self.name!r} is a wrapper chosen automatically from the model's declarations "
+                "(neurorobust.declare(model, stochastic=..., surrogate=...)); list the attack itself"
+            )
+        if self.name == "transfer":
+            if self.params:
+                raise ValueError(
+                    "transfer takes no parameters in a spec: it runs 100-step PGD in the suite's norm on a "
+                    f"standard model trained on the same data (got {sorted(self.params)})"
+                )
+            return self
         try:
-            ATTACKS.create(self.name, **self.params) if self.name not in ("transfer", "eot", "bpda") else None
+            ATTACKS.create(self.name, **self.params)
         except Exception as exc:  # the attack's own validation says what is wrong
             raise ValueError(str(exc)) from None
         return self
@@ -273,6 +285,20 @@ class SweepSpec(_Strict):
         return v
 
 
+_SUITE_LABELS = {
+    "none": set(),
+    "quick": {"fgsm", "pgd"},
+    "seed-paper": set(),
+    "full": {"fgsm", "pgd-100x5", "apgd-ce", "apgd-dlr", "square", "transfer"},
+}
+
+
+def suite_labels(spec: EvalSpec) -> set[str]:
+    """Every ``attack`` name the evaluation of ``spec`` stores rows under (objectives must be one)."""
+    always = {"clean", "noise", "blur"} | ({"worst-case"} if spec.suite != "none" else set())
+    return always | _SUITE_LABELS[spec.suite] | {a.label or a.name for a in spec.attacks}
+
+
 class ExperimentSpec(_Strict):
     """A whole experiment: data -> model (+ mechanism) -> train -> evaluate."""
 
@@ -293,6 +319,13 @@ class ExperimentSpec(_Strict):
     def _validation_split(self) -> ExperimentSpec:
         if self.evaluate.split == "val" and self.data.validation == 0:
             raise ValueError("evaluate.split = 'val' needs data.validation > 0 (held-out training images)")
+        if self.sweep and self.sweep.search:
+            labels = suite_labels(self.evaluate)
+            if self.sweep.search.objective.attack not in labels:
+                raise ValueError(
+                    f"sweep.search.objective.attack {self.sweep.search.objective.attack!r} is not measured by "
+                    f"suite {self.evaluate.suite!r}; choose one of {sorted(labels)}"
+                )
         if self.sweep and self.sweep.search and self.evaluate.split != "val":
             raise ValueError(
                 "a search tunes on a validation split, never on the test split: set data.validation "
@@ -319,7 +352,7 @@ def _format_validation_error(path: str, err: ValidationError) -> str:
             msg = f"unknown key; allowed keys here: {', '.join(model.model_fields)}"
         elif e["type"] == "literal_error":
             msg = f"{msg} (got {e.get('input')!r})"
-        elif "input" in e and e["type"] not in ("missing",):
+        elif "input" in e and e["type"] != "missing" and e["loc"] and not isinstance(e["input"], dict):
             msg = f"{msg} (got {e['input']!r})"
         lines.append(f"  - {loc}: {msg}")
     return "\n".join(lines)

@@ -380,12 +380,17 @@ class ResultsStore:
         return added, skipped
 
     # -- reading -------------------------------------------------------------------------------
-    def _select(self, table: str, filters: Mapping[str, Any], order: str = "id") -> list[dict[str, Any]]:
+    def _select(
+        self, table: str, filters: Mapping[str, Any], order: str = "id", done_only: bool = False
+    ) -> list[dict[str, Any]]:
         allowed = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
         unknown = set(filters) - allowed
         if unknown:
             raise StoreError(f"cannot filter {table} by {sorted(unknown)}; columns are {sorted(allowed)}")
-        where = " AND ".join(f"{k} = ?" for k in filters)
+        clauses = [f"{k} = ?" for k in filters]
+        if done_only:
+            clauses.append("run_id IN (SELECT id FROM runs WHERE status = 'done')")
+        where = " AND ".join(clauses)
         sql = f"SELECT * FROM {table}" + (f" WHERE {where}" if where else "") + f" ORDER BY {order}"
         rows = [dict(r) for r in self._conn.execute(sql, tuple(filters.values()))]
         for r in rows:
@@ -394,17 +399,21 @@ class ResultsStore:
                     r[key] = json.loads(r[key])
         return rows
 
-    def results(self, **filters: Any) -> list[dict[str, Any]]:
-        """Result rows matching equality filters on any column (e.g. ``experiment="demo"``)."""
-        return self._select("results", filters)
+    def results(self, *, done_only: bool = False, **filters: Any) -> list[dict[str, Any]]:
+        """Result rows matching equality filters on any column (e.g. ``experiment="demo"``).
+
+        ``done_only=True`` keeps rows of finished runs only (reports, leaderboard, claims): a run
+        that failed or was killed half-way keeps its rows in the store, but they are not shown.
+        """
+        return self._select("results", filters, done_only=done_only)
 
     def runs(self, **filters: Any) -> list[dict[str, Any]]:
         """Run rows matching equality filters."""
         return self._select("runs", filters)
 
-    def checks(self, **filters: Any) -> list[dict[str, Any]]:
-        """Checklist rows matching equality filters."""
-        return self._select("checks", filters)
+    def checks(self, *, done_only: bool = False, **filters: Any) -> list[dict[str, Any]]:
+        """Checklist rows matching equality filters (``done_only``: of finished runs only)."""
+        return self._select("checks", filters, done_only=done_only)
 
     def finished_run(self, eval_key: str, experiment: str | None = None) -> dict[str, Any] | None:
         """The latest ``done`` run with this eval key (and experiment name), if any (evaluation cache)."""

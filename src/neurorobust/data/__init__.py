@@ -218,7 +218,8 @@ def locate_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) ->
         return None
     if name == "cifar10":
         try:
-            return find_folder(name, ("cifar-10-batches-bin",), ("test_batch.bin",), info.how_to_get, data_dir)
+            batches = ("test_batch.bin", *(f"data_batch_{i}.bin" for i in range(1, 6)))
+            return find_folder(name, ("cifar-10-batches-bin",), batches, info.how_to_get, data_dir)
         except DataError:
             files = ("train_jpeg.bin", "train_offsets.npy", "train_labels.npy", "test_jpeg.bin")
             return find_folder(name, ("cifar10-jpeg",), files, info.how_to_get, data_dir)
@@ -363,8 +364,15 @@ def split_validation(dataset: Dataset, n: int) -> Dataset:
     val = balanced_subset(dataset.y_train, n, seed=VALIDATION_SEED)
     keep = torch.ones(len(dataset.y_train), dtype=torch.bool)
     keep[val] = False
-    return Dataset(dataset.name, dataset.x_train[keep], dataset.y_train[keep], dataset.x_train[val],
-                   dataset.y_train[val], info=dataset.info, source=dataset.source + " (validation split)")
+    return Dataset(
+        dataset.name,
+        dataset.x_train[keep],
+        dataset.y_train[keep],
+        dataset.x_train[val],
+        dataset.y_train[val],
+        info=dataset.info,
+        source=dataset.source + " (validation split)",
+    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,6 +12,7 @@ import hashlib
 import os
 import tarfile
 import urllib.request
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,11 +63,17 @@ def download_dataset(
             dest = folder / f"{base}.gz"
             if progress:
                 progress(f"fetching {dest.name}")
-            _fetch(_IDX_URLS[name] + dest.name, dest)
-            got = hashlib.md5(gzip.decompress(dest.read_bytes())).hexdigest()
+            part = dest.with_suffix(".gz.download")
+            _fetch(_IDX_URLS[name] + dest.name, part)
+            try:  # verify before replacing anything (the shipped copy stays if the download is bad)
+                got = hashlib.md5(gzip.decompress(part.read_bytes())).hexdigest()
+            except (OSError, EOFError, zlib.error) as exc:
+                part.unlink(missing_ok=True)
+                raise DataError(f"{dest.name}: the download is not a valid gzip file ({exc}); not kept.") from None
             if got != md5:
-                dest.unlink()
+                part.unlink()
                 raise DataError(f"{dest}: md5 {got} of the uncompressed content, expected {md5}; not kept.")
+            os.replace(part, dest)
         return folder
     if name == "cifar10":
         root.mkdir(parents=True, exist_ok=True)
@@ -77,8 +84,11 @@ def download_dataset(
         if hashlib.md5(archive.read_bytes()).hexdigest() != _CIFAR_MD5:
             archive.unlink()
             raise DataError(f"{archive}: md5 mismatch, expected {_CIFAR_MD5}; not kept.")
-        with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(root, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise DataError(f"{archive}: cannot unpack ({exc}).") from None
         archive.unlink()
         return root / "cifar-10-batches-bin"
     if name == "caltech10":

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import NeuroRobustError
 from ..specs import ExperimentSpec, ObjectiveSpec
 from ..store import ResultsStore
-from .sweep import SweepReport, Variant, _objective, _variant, run_variant
+from .sweep import SweepReport, Variant, _objective, _variant, crashed_payload, run_variant
 
 __all__ = ["ray_session", "run_bayes", "run_ray_tasks"]
 
@@ -36,10 +36,16 @@ class ray_session:  # noqa: N801 - used as a context manager, reads like a funct
             ) from None
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-            if self.address:
-                ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(num_cpus=self.workers, **kwargs)
+            try:
+                if self.address:
+                    ray.init(address=self.address, **kwargs)
+                else:
+                    ray.init(num_cpus=self.workers, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
+                raise NeuroRobustError(
+                    f"Could not start or join {where}: {exc}. Check `ray status` on the head node."
+                ) from None
             self.started = True
         return self
 
@@ -67,7 +73,11 @@ def run_ray_tasks(
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
-                on_result(pending.pop(ref), ray.get(ref))
+                try:
+                    payload = ray.get(ref)
+                except Exception as exc:  # worker crashed or was killed by Ray's memory monitor
+                    payload = crashed_payload(exc)
+                on_result(pending.pop(ref), payload)
 
 
 def _previous_points(store: ResultsStore, experiment: str, spec: ExperimentSpec) -> tuple[list[dict], list[float]]:
@@ -89,8 +99,16 @@ def _previous_points(store: ResultsStore, experiment: str, spec: ExperimentSpec)
     return [configs[k] for k in keys], [sum(by_config[k]) / len(by_config[k]) for k in keys]
 
 
-def _bayes_trial(config: dict[str, Any], *, base: dict[str, Any], seeds: list[int], runs_dir: str, experiment: str,
-                 name: str, objective: dict[str, Any]) -> None:
+def _bayes_trial(
+    config: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    seeds: list[int],
+    runs_dir: str,
+    experiment: str,
+    name: str,
+    objective: dict[str, Any],
+) -> None:
     """One Bayesian-search trial: every seed of one configuration; reports the mean objective."""
     from ray import tune
 
@@ -147,7 +165,12 @@ def run_bayes(
     objective = search.objective
 
     trainable = functools.partial(
-        _bayes_trial, base=base, seeds=seeds, runs_dir=runs_dir, experiment=experiment, name=spec.name,
+        _bayes_trial,
+        base=base,
+        seeds=seeds,
+        runs_dir=runs_dir,
+        experiment=experiment,
+        name=spec.name,
         objective=objective.model_dump(),
     )
 
@@ -169,8 +192,14 @@ def run_bayes(
         for seed, payload in zip(seeds, json.loads(result["payloads"]), strict=True):
             record(store, experiment, _variant(base, dict(trial.config), seed, spec.name), payload, report)
         if progress is not None:
-            progress({"stage": "sweep", "step": report.done + report.failed, "steps": remaining * len(seeds),
-                      "what": f"done {report.done} failed {report.failed}"})
+            progress(
+                {
+                    "stage": "sweep",
+                    "step": report.done + report.failed,
+                    "steps": remaining * len(seeds),
+                    "what": f"done {report.done} failed {report.failed}",
+                }
+            )
 
     searcher = OptunaSearch(
         metric="objective",

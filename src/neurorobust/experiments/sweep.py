@@ -213,6 +213,17 @@ def run_variant(
         }
 
 
+def crashed_payload(exc: BaseException) -> dict[str, Any]:
+    """The payload of a run whose worker died before it could report (recorded as failed, retried next time)."""
+    return {
+        "rows": [],
+        "checks": [],
+        "error": f"worker died: {type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+        "started": time.time(),
+    }
+
+
 def _objective(rows: list[dict[str, Any]], objective: ObjectiveSpec) -> float | None:
     for r in rows:
         if (
@@ -366,4 +377,8 @@ def _run_local(
     ) as pool:
         futures = {pool.submit(run_variant, spec_json, runs_dir, experiment, threads): v for v, spec_json in jobs}
         for fut in as_completed(futures):
-            on_result(futures[fut], fut.result())
+            try:
+                payload = fut.result()
+            except Exception as exc:  # a worker died (killed, out of memory): record it, go on
+                payload = crashed_payload(exc)
+            on_result(futures[fut], payload)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..evaluation.metrics import mean_sd
 from ..store import ResultsStore
 from .figures import curve_figure
 
@@ -21,14 +22,26 @@ __all__ = ["build_report", "latest_rows"]
 
 
 def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep, per (model, dataset, attack, metric, eps, params), the row of the latest run."""
-    best: dict[tuple, dict[str, Any]] = {}
+    """One row per (model, dataset, split, attack, metric, eps): the latest run's value of each seed,
+    averaged over seeds (``params["seeds"]`` and ``params["sd"]`` added when there are several)."""
+    per_seed: dict[tuple, dict[str, Any]] = {}
     for r in rows:
-        params = {k: v for k, v in r["params"].items() if k != "ci95"}
-        key = (r["model"], r["dataset"], r["attack"], r["metric"], r["eps"], repr(sorted(params.items())))
-        if key not in best or r["run_id"] >= best[key]["run_id"]:
-            best[key] = r
-    return sorted(best.values(), key=lambda r: (r["model"], r["attack"], r["metric"], r["eps"] or 0.0))
+        key = (r["model"], r["dataset"], r["split"], r["attack"], r["metric"], r["eps"], r["seed"])
+        if key not in per_seed or r["run_id"] >= per_seed[key]["run_id"]:
+            per_seed[key] = r
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for key, r in per_seed.items():
+        groups.setdefault(key[:-1], []).append(r)
+    out = []
+    for group in groups.values():
+        newest = max(group, key=lambda r: r["run_id"])
+        values = [r["value"] for r in group if r["value"] is not None]
+        if len(group) > 1 and values:
+            mean, sd = mean_sd(values)
+            params = {k: v for k, v in newest["params"].items() if k != "ci95"}
+            newest = {**newest, "value": mean, "params": {**params, "seeds": len(values), "sd": round(sd, 5)}}
+        out.append(newest)
+    return sorted(out, key=lambda r: (r["model"], r["attack"], r["metric"], r["eps"] or 0.0))
 
 
 def _safe_name(text: str) -> str:
@@ -54,7 +67,7 @@ def _html_table(header: list[str], body: list[list[str]]) -> str:
 
 def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[str, str, Any]]:
     """(kind, title, payload) items shared by the Markdown and HTML renderers."""
-    rows = latest_rows(store.results(experiment=experiment))
+    rows = latest_rows(store.results(experiment=experiment, done_only=True))
     items: list[tuple[str, str, Any]] = []
     clean = [r for r in rows if r["attack"] == "clean" and r["metric"] == "accuracy"]
     body = []
@@ -120,7 +133,7 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
                 (["model", "verdict", "worst case over all attacks", "judged on"], body),
             )
         )
-    checks = store.checks(experiment=experiment)
+    checks = store.checks(experiment=experiment, done_only=True)
     if checks:
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for c in checks:

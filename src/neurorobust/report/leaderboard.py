@@ -61,7 +61,7 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
     """One dict per defence (keys: :data:`COLUMNS`), sorted by experiment then worst case (best first)."""
     from ..claims import judge, ours_for
 
-    rows = store.results()
+    rows = store.results(done_only=True)
     runs = {r["id"]: r for r in store.runs()}
     claims = _headline_claims()
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -71,18 +71,14 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
     board = []
     for (exp, model, dataset), rs in sorted(groups.items()):
         test = [r for r in rs if r["split"] == "test"] or rs
-        latest = _latest_per_seed(test)
-        clean = [r["value"] for r in latest if r["attack"] == "clean" and r["metric"] == "accuracy"]
-        suite_of = {r["run_id"]: _suite(runs.get(r["run_id"])) for r in latest}
+        suite_of = {r["run_id"]: _suite(runs.get(r["run_id"])) for r in test}
         suites = set(suite_of.values())
-        suite = "full" if "full" in suites else ", ".join(sorted(suites - {"none"})) or "none"
-        worst = [
-            r
-            for r in latest
-            if r["attack"] == "worst-case"
-            and r["metric"] == "accuracy"
-            and (suite != "full" or suite_of[r["run_id"]] == "full")
-        ]
+        # the full suite where one was run, else the newest run's suite; rows of other suites are set aside
+        chosen = "full" if "full" in suites else suite_of[max(r["run_id"] for r in test)]
+        latest = _latest_per_seed([r for r in test if suite_of[r["run_id"]] == chosen])
+        suite = chosen
+        clean = [r["value"] for r in latest if r["attack"] == "clean" and r["metric"] == "accuracy"]
+        worst = [r for r in latest if r["attack"] == "worst-case" and r["metric"] == "accuracy"]
         claim = claims.get((exp, model))
         eps_ref = claim.eps if claim is not None and claim.eps is not None else _reference_eps(worst)
         at_eps = [

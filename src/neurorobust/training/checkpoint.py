@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ def save_checkpoint(folder: str | Path, key: str, model: nn.Module, meta: dict[s
     weights, info = checkpoint_paths(folder, key)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp_w, tmp_j = weights.with_suffix(".tmp.safetensors"), info.with_suffix(".tmp.json")
+    # unique temporary names: sweep workers may write the same key (e.g. a shared transfer source) at once
+    tag = f".{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp_w, tmp_j = weights.with_suffix(tag + ".safetensors"), info.with_suffix(tag + ".json")
     save_file(state, str(tmp_w))
     tmp_j.write_text(json.dumps(meta, indent=2, default=str))
     os.replace(tmp_w, weights)
