@@ -3,7 +3,7 @@
 A defence is an (experiment, model label, dataset) triple. Per defence: clean accuracy (mean ± sd
 over seeds), the paper's claimed number and ours under the paper's attack (from ``claims/*.toml``
 where a headline claim maps to it), the worst-case robust accuracy over every attack run at the
-reference eps (the claim's eps, else the largest eps of the worst-case curve below 0.3 for L∞)
+reference eps (the claim's eps, else the middle eps of the worst-case curve) and the whole curve
 — from the ``full`` suite when one was run, otherwise marked with the suite used — the verdict,
 and the seeds. Written as CSV, Markdown and a sortable HTML table.
 """
@@ -32,6 +32,7 @@ COLUMNS = [
     "ours (paper's attack)",
     "worst-case (%)",
     "at eps",
+    "worst-case curve (eps: %)",
     "suite",
     "verdict",
     "seeds",
@@ -106,6 +107,7 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
                 "ours (paper's attack)": ours,
                 "worst-case (%)": None if w_mean is None else round(100 * w_mean, 2),
                 "at eps": "" if eps_ref is None else f"{eps_ref:g}",
+                "worst-case curve (eps: %)": _curve(worst),
                 "suite": suite,
                 "verdict": "; ".join(v for v in verdicts if v) or "not checked",
                 "seeds": len(seeds),
@@ -131,11 +133,17 @@ def _latest_per_seed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _reference_eps(worst: list[dict[str, Any]]) -> float | None:
+    """The middle eps of the worst-case curve (the checklist probes there too)."""
     eps = sorted({r["eps"] for r in worst if r["eps"] is not None})
-    if not eps:
-        return None
-    below = [e for e in eps if e <= 0.3]
-    return below[-1] if below else eps[0]
+    return eps[len(eps) // 2] if eps else None
+
+
+def _curve(worst: list[dict[str, Any]]) -> str:
+    by_eps: dict[float, list[float]] = defaultdict(list)
+    for r in worst:
+        if r["eps"] is not None and r["value"] is not None:
+            by_eps[r["eps"]].append(r["value"])
+    return " · ".join(f"{e:g}: {100 * sum(v) / len(v):.1f}" for e, v in sorted(by_eps.items()))
 
 
 def _cell(v: Any) -> str:
