@@ -70,8 +70,10 @@ def main() -> None:
         print(f"{backend:<8}{one:>10.1f}{two:>11.1f}{one / two:>9.2f}x")
     if not args.no_ray:
         started, per_task = _ray_overhead()
-        print(f"\nRay: local 2-CPU instance start {started:.1f} s; per-task overhead {1000 * per_task:.2f} ms "
-              "(200 no-op tasks on 2 workers, after warm-up)")
+        print(
+            f"\nRay: local 2-CPU instance start {started:.1f} s; per-task overhead {1000 * per_task:.2f} ms "
+            "(200 no-op tasks on 2 workers, after warm-up)"
+        )
 
 
 if __name__ == "__main__":

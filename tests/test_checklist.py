@@ -214,9 +214,12 @@ def test_search_objective_must_be_measured_by_the_suite():
     from neurorobust.errors import SpecError
     from neurorobust.specs import parse_spec
 
-    raw = {"data": {"name": "digits", "validation": 100}, "evaluate": {"suite": "full", "split": "val"},
-           "sweep": {"search": {"space": {"train.lr": {"low": 0.01, "high": 0.1}}}}}
-    with pytest.raises(SpecError, match="'pgd' is not measured by suite 'full'; choose one of .*pgd-100x5"):
+    raw = {
+        "data": {"name": "digits", "validation": 100},
+        "evaluate": {"suite": "full", "split": "val"},
+        "sweep": {"search": {"space": {"train.lr": {"low": 0.01, "high": 0.1}}}},
+    }
+    with pytest.raises(SpecError, match=r"'pgd' is not measured by suite 'full'; choose one of .*pgd-100x5"):
         parse_spec(raw)
     raw["sweep"]["search"]["objective"] = {"attack": "pgd-100x5"}
     assert parse_spec(raw).sweep.search.objective.attack == "pgd-100x5"

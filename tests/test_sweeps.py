@@ -73,7 +73,7 @@ def test_grid_expansion_labels_and_seeds(tiny_sweep):
     ("sweep", "match"),
     [
         ('[sweep]\ngrid = { "train.lr" = [] }', "grid values must be non-empty"),
-        ('[sweep]\nseeds = [1, 1]', "distinct"),
+        ("[sweep]\nseeds = [1, 1]", "distinct"),
         ('[sweep.search]\nspace = { "train.lr" = { low = 0.1, high = 0.01 } }', "'low' must be below 'high'"),
         ('[sweep.search]\nspace = { "train.lr" = { low = 0.0, high = 0.1, log = true } }', "log range needs low > 0"),
         ('[sweep.search]\nspace = { "train.lr" = { low = 0.01 } }', "needs 'low' and 'high'"),
@@ -94,12 +94,21 @@ def test_a_grid_value_that_makes_a_bad_spec_names_the_variant(tmp_path):
 
 
 def test_random_search_samples_are_seeded_and_in_range():
-    spec = parse_spec({
-        "data": {"name": "digits", "validation": 200},
-        "evaluate": {"split": "val"},
-        "sweep": {"search": {"samples": 5, "space": {"train.lr": {"low": 1e-3, "high": 1e-1, "log": True},
-                                                         "train.optimizer": {"choices": ["adam", "sgd"]}}}},
-    })
+    spec = parse_spec(
+        {
+            "data": {"name": "digits", "validation": 200},
+            "evaluate": {"split": "val"},
+            "sweep": {
+                "search": {
+                    "samples": 5,
+                    "space": {
+                        "train.lr": {"low": 1e-3, "high": 1e-1, "log": True},
+                        "train.optimizer": {"choices": ["adam", "sgd"]},
+                    },
+                }
+            },
+        }
+    )
     variants = expand_sweep(spec)
     assert len(variants) == 5
     lrs = [v.spec.train.lr for v in variants]
@@ -126,12 +135,17 @@ def test_local_sweep_runs_each_variant_once_and_resumes(tiny_sweep, tmp_path):
 
 
 def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
-    spec = parse_spec({
-        "name": "failing", "data": {"name": "digits"}, "model": {"name": "mlp", "params": {"widths": [8]}},
-        "train": {"epochs": 1}, "evaluate": {"suite": "none", "n": 50, "noise_sigmas": [0.0], "blur_sigmas": []},
-        # a width of 0 is refused by the model when the worker builds it
-        "sweep": {"grid": {"model.params.widths": [[8], [0]]}},
-    })
+    spec = parse_spec(
+        {
+            "name": "failing",
+            "data": {"name": "digits"},
+            "model": {"name": "mlp", "params": {"widths": [8]}},
+            "train": {"epochs": 1},
+            "evaluate": {"suite": "none", "n": 50, "noise_sigmas": [0.0], "blur_sigmas": []},
+            # a width of 0 is refused by the model when the worker builds it
+            "sweep": {"grid": {"model.params.widths": [[8], [0]]}},
+        }
+    )
     with ResultsStore(tmp_path / "r.db") as st:
         report = run_sweep(spec, store=st, backend="local", workers=1, runs_dir=tmp_path / "runs")
         assert (report.done, report.failed) == (1, 1)
@@ -143,8 +157,9 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path):
 def test_sweep_killed_part_way_resumes_without_duplicates_or_losses(tiny_sweep, tmp_path):
     env = {**os.environ, "NEURO_STORE": str(tmp_path / "r.db"), "NEURO_RUNS": str(tmp_path / "runs")}
     cmd = [sys.executable, "-m", "neurorobust.cli", "sweep", str(tiny_sweep), "--workers", "2"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 240
     done = 0
     while time.time() < deadline and done < 3:
@@ -231,8 +246,10 @@ def test_html_leaderboard_and_report_in_a_real_browser(tiny_sweep, tmp_path):
         col = COLUMNS.index("clean acc (%)")
 
         def column() -> list[float]:
-            return [float(r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-value"))
-                    for r in driver.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")]
+            return [
+                float(r.find_elements(By.TAG_NAME, "td")[col].get_attribute("data-value"))
+                for r in driver.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")
+            ]
 
         assert len(column()) == 4
         header = driver.find_elements(By.CSS_SELECTOR, "#leaderboard th")[col]
@@ -255,13 +272,28 @@ def test_bayesian_search_on_ray_records_trials_and_resumes(tmp_path):
     pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'neurorobust[ray]')")
     pytest.importorskip("optuna", reason="Bayesian search needs optuna (pip install 'neurorobust[ray]')")
     raw = {
-        "name": "bayes", "data": {"name": "digits", "validation": 200},
-        "model": {"name": "mlp", "params": {"widths": [16]}}, "train": {"epochs": 2, "batch_size": 64},
-        "evaluate": {"suite": "quick", "split": "val", "n": 40, "check_n": 20, "eps": [0.1], "noise_sigmas": [],
-                     "blur_sigmas": []},
-        "sweep": {"seeds": [0], "search": {"method": "bayes", "samples": 3,
-                                           "space": {"train.lr": {"low": 1e-3, "high": 1e-1, "log": True}},
-                                           "objective": {"attack": "pgd", "eps": 0.1}}},
+        "name": "bayes",
+        "data": {"name": "digits", "validation": 200},
+        "model": {"name": "mlp", "params": {"widths": [16]}},
+        "train": {"epochs": 2, "batch_size": 64},
+        "evaluate": {
+            "suite": "quick",
+            "split": "val",
+            "n": 40,
+            "check_n": 20,
+            "eps": [0.1],
+            "noise_sigmas": [],
+            "blur_sigmas": [],
+        },
+        "sweep": {
+            "seeds": [0],
+            "search": {
+                "method": "bayes",
+                "samples": 3,
+                "space": {"train.lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+                "objective": {"attack": "pgd", "eps": 0.1},
+            },
+        },
     }
     with pytest.raises(SpecError, match="needs --backend ray"), ResultsStore(tmp_path / "x.db") as st:
         run_sweep(parse_spec(raw), store=st, backend="local", runs_dir=tmp_path / "runs")
