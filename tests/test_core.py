@@ -280,3 +280,17 @@ def test_report_puts_claims_next_to_our_numbers(tmp_path):
     assert body[0][6] == "38" and body[0][7] == "reproduced"
     assert body[1][7] == "not run"
     assert claims_table("nothing", rows, tmp_path) is None
+
+
+def test_eval_mode_restores_each_module_own_mode():
+    """A model that keeps one dropout layer in train mode on purpose (MC dropout) comes back unchanged."""
+    from neurorobust.attacks import ATTACKS
+    from neurorobust.training import predict_logits
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10), torch.nn.Dropout(0.5))
+    model.eval()
+    model[2].train()
+    x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    predict_logits(model, x)
+    ATTACKS.create("pgd", steps=2)(model, x, y, eps=0.1)
+    assert [m.training for m in model.modules()] == [False, False, False, True]

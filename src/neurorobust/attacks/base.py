@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidParameterError
+from ..modes import eval_mode, restore_modes, save_modes
 from ..validation import Constraint, Options, validate_params
 
 __all__ = [
@@ -369,13 +370,8 @@ class Attack(ABC):
 
     def _predict(self, model: nn.Module, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted classes of ``x`` in eval mode (the mode success is judged in), counted as queries."""
-        training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                return self._logits(model, x, idx).argmax(dim=1)
-        finally:
-            model.train(training)
+        with eval_mode(model), torch.no_grad():
+            return self._logits(model, x, idx).argmax(dim=1)
 
     def _add_queries(self, queries: torch.Tensor) -> None:
         """Add per-sample queries spent elsewhere (an inner attack)."""
@@ -507,13 +503,8 @@ class Attack(ABC):
     ) -> AttackResult:
         norm = self.norm
         x_adv = project(torch.nan_to_num(raw, nan=0.0), x, eps, norm)
-        training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                pred = model(x_adv).argmax(dim=1)
-        finally:
-            model.train(training)
+        with eval_mode(model), torch.inference_mode():
+            pred = model(x_adv).argmax(dim=1)
         delta = x_adv - x
         distances = {n: lp_norm(delta, n) for n in ("l0", "l2", "linf")}
         return AttackResult(
@@ -602,7 +593,7 @@ class _Frozen:
 
     def __enter__(self) -> None:
         m = self.model
-        self.training = m.training
+        self.modes = save_modes(m)
         params = list(m.parameters())
         self.flags = [(p, p.requires_grad) for p in params]
         self.buffers = [(b, b.detach().clone()) for b in m.buffers()] if self.mode == "train" else []
@@ -616,7 +607,7 @@ class _Frozen:
         with torch.no_grad():
             for b, saved in self.buffers:
                 b.copy_(saved)
-        self.model.train(self.training)
+        restore_modes(self.modes)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -22,6 +22,7 @@ from torch import nn
 from ..attacks import ATTACKS, BPDA, EOT, PGD, Attack, AttackResult, attack_loss, is_stochastic, surrogate_of
 from ..attacks.wrappers import EOTModel
 from ..data import balanced_subset
+from ..modes import eval_mode
 from ..specs import AttackEntry, EvalSpec
 from ..store import ResultRow
 from .checklist import MIN_POINTS, CheckResult, detect_randomness, effective_threshold, verdict, zero_gradient_fraction
@@ -73,26 +74,17 @@ def point_correct(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int = 1, batch_size: int = 500
 ) -> torch.Tensor:
     """Per point, the fraction of ``draws`` eval-mode forward passes that predict ``y`` (DESIGN §5.8)."""
-    training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         hits = torch.zeros(len(x))
         for _ in range(draws):
             preds = torch.cat([model(x[i : i + batch_size]).argmax(1).cpu() for i in range(0, len(x), batch_size)])
             hits += (preds == y.cpu()).float()
         return hits / draws
-    finally:
-        model.train(training)
 
 
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return int(model(x[:1]).shape[1])
-    finally:
-        model.train(training)
+    with eval_mode(model), torch.no_grad():
+        return int(model(x[:1]).shape[1])
 
 
 def plan_suite(spec: EvalSpec, num_classes: int, source_model: nn.Module | None = None) -> list[_Planned]:
@@ -393,14 +385,9 @@ def _worst_case(
 
 def _mean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, draws: int) -> torch.Tensor:
     """Per-sample CE loss of the (draw-averaged) logits in eval mode."""
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = (EOTModel(model, draws) if draws > 1 else model)(x)
-        return attack_loss("ce", logits, y)
-    finally:
-        model.train(training)
+    with eval_mode(model), torch.no_grad():
+        logits = (EOTModel(model, draws) if draws > 1 else model)(x)
+    return attack_loss("ce", logits, y)
 
 
 def _checklist(

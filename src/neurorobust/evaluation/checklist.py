@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..modes import eval_mode
+
 __all__ = [
     "MIN_POINTS",
     "TOLERANCES",
@@ -116,15 +118,11 @@ def verdict(checks: list[CheckResult]) -> str:
 def detect_randomness(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> float:
     """Largest |logit difference| between identical eval-mode forward passes (0 for a deterministic model;
     differences below 1e-5 of the logits' scale, i.e. non-deterministic kernels, count as 0)."""
-    training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         first = model(x)
         diff = max(float((model(x) - first).abs().max()) for _ in range(repeats - 1))
-        # below float rounding of the logits' scale: a deterministic model with non-deterministic kernels
-        return diff if diff > 1e-5 * max(1.0, float(first.abs().max())) else 0.0
-    finally:
-        model.train(training)
+    # below float rounding of the logits' scale: a deterministic model with non-deterministic kernels
+    return diff if diff > 1e-5 * max(1.0, float(first.abs().max())) else 0.0
 
 
 def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> tuple[float, float]:
@@ -135,12 +133,8 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, l
     """
     from ..attacks import input_gradient
 
-    training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         grad, _, _ = input_gradient(model, x, y, loss)
-    finally:
-        model.train(training)
     flat = grad.flatten(1)
     zero = flat == 0
     return float(zero.all(1).float().mean()), float(zero.float().mean())

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidParameterError
+from ..modes import eval_mode
 from ..validation import Interval, Options, validate_params
 
 __all__ = ["History", "ProgressFn", "fit", "loss_fn", "lr_at", "predict_logits"]
@@ -72,13 +73,9 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce") -> torch.Te
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode (mode restored afterwards)."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         device = next((p.device for p in model.parameters()), x.device)
         return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
-    finally:
-        model.train(was_training)
 
 
 def _make_optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
