@@ -120,3 +120,25 @@ def test_api_evaluate_declare_and_nan(tmp_path):
     broken = neurorobust.data.Dataset("digits", ds.x_train, ds.y_train, bad, ds.y_test, ds.info)
     with pytest.raises(InvalidParameterError, match="NaN"):
         neurorobust.evaluate(model, broken, suite="none", n=400)
+
+
+def test_ctrl_c_stops_cleanly_with_a_hint(tmp_path):
+    import signal
+    import time
+
+    spec = tmp_path / "long.toml"
+    spec.write_text('[data]\nname = "digits"\n[model]\nname = "mlp"\n[train]\nepochs = 1000\nbatch_size = 8\n')
+    env = {**os.environ, "NEURO_RUNS": str(tmp_path / "runs"), "NEURO_STORE": str(tmp_path / "r.db")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neurorobust.cli", "train", str(spec)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "Traceback" not in out + err

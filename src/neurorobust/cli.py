@@ -493,8 +493,16 @@ def main() -> None:
         err_console.print(Text("error: ", style="bold red") + Text(str(exc)), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("interrupted: rows measured so far are in the results store; run again to resume.")
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:  # typer turns Ctrl-C into exit code 130 before we see KeyboardInterrupt
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted: rows measured so far are in the results store; run again to resume.")
+    sys.exit(130)
 
 
 if __name__ == "__main__":
