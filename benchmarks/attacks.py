@@ -143,7 +143,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=250)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip", nargs="*", default=[], help="methods to skip")
+    parser.add_argument("--suite-only", action="store_true", help="only time the quick suite")
     args = parser.parse_args()
+    if args.suite_only:
+        time_quick_suite(cached_model())
+        return
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -225,6 +229,21 @@ def main() -> None:
         "(forward + input-only backward) plus one final forward; the early-stop row as if it ran all steps."
     )
     agreement(model, x, y, args.batch)
+    time_quick_suite(model)
+
+
+def time_quick_suite(model: nn.Module) -> None:
+    """Wall time of the ``quick`` suite (FGSM + PGD-20 at 4 eps on 500 images, plus the checklist)."""
+    import neurorobust
+
+    start = time.perf_counter()
+    result = neurorobust.evaluate(model, "mnist", suite="quick", n=500, noise_sigmas=[], blur_sigmas=[])
+    seconds = time.perf_counter() - start
+    curve = ", ".join(f"{e:g}: {100 * a:.1f}%" for e, a in result.worst_case.items())
+    print(
+        f"quick suite on this CNN (n=500, eps 0.05/0.1/0.2/0.3, checklist on 200): {seconds:.1f} s; "
+        f"verdict: {result.verdict}; worst case {curve}"
+    )
 
 
 def agreement(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, eps: float = 0.1) -> None:
