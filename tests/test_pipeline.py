@@ -137,7 +137,10 @@ def test_ctrl_c_stops_cleanly_with_a_hint(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(6)
+    deadline = time.time() + 120
+    while not (tmp_path / "r.db").exists() and time.time() < deadline:  # imports done, the run has started
+        time.sleep(0.2)
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
