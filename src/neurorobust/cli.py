@@ -283,13 +283,19 @@ def _print_checklist(outcome: Any) -> None:
             result,
             f"{c['value']:.4g}" if c["value"] is not None else "",
             f"{c['threshold']:.4g}" if c["threshold"] is not None else "",
-            Text(c["advice"] or "") if c["passed"] is not True else Text(""),
+            Text(c["advice"] or "") if _show_advice(c) else Text(""),
         )
     console.print(table)
     worst = [r for r in outcome.rows if (r if isinstance(r, dict) else r.__dict__)["attack"] == "worst-case"]
     if worst:
         curve = ", ".join(f"eps={_get(r, 'eps'):g}: {100 * _get(r, 'value'):.1f}%" for r in worst)
         console.print(f"verdict: [bold]{outcome.verdict}[/bold]; worst-case robust accuracy {curve}")
+
+
+def _show_advice(check: dict[str, Any]) -> bool:
+    """Advice for failed and not-applicable checks, and for passes whose value is above the threshold."""
+    value, threshold = check["value"], check["threshold"]
+    return check["passed"] is not True or (value is not None and threshold is not None and value > threshold)
 
 
 def _get(row: Any, key: str) -> Any:

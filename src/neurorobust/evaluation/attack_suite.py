@@ -547,9 +547,14 @@ def _checklist(
             not (incomplete > TOL["incomplete-optimisation"] and material),
             incomplete,
             TOL["incomplete-optimisation"],
-            f"The loss kept rising between T and 2T steps on points the attack had not fooled, and 2T steps "
-            f"fooled {extra_fooled:.0f} more points: the attack stopped too early. Use more steps "
-            "(Pintor et al. 2022).",
+            (
+                f"The loss kept rising between T and 2T steps on points the attack had not fooled, and 2T steps "
+                f"fooled {extra_fooled:.0f} more points: the attack stopped too early. Use more steps "
+                "(Pintor et al. 2022)."
+            )
+            if material
+            else f"loss still rising from T to 2T steps, but 2T steps fooled only {extra_fooled:.0f} more point(s): "
+            "not material",
         )
     )
     cc = clean[probe_idx] > 0.5
