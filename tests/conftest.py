@@ -20,6 +20,17 @@ def require_file(path: str | Path, package: str) -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models: one torch thread avoids spin overhead on a shared 2-core machine (restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def store(tmp_path):
     from neurorobust.store import ResultsStore
 

@@ -28,14 +28,7 @@ from neurorobust.attacks import (
 )
 from neurorobust.errors import InvalidParameterError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread avoids spin overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cnn(seed: int = 0, classes: int = 10) -> nn.Module:

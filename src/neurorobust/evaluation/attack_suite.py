@@ -82,6 +82,14 @@ def point_correct(
         return hits / draws
 
 
+def _adv_correct(
+    model: nn.Module, res: AttackResult, y: torch.Tensor, stochastic: bool, draws: int, batch_size: int
+) -> torch.Tensor:
+    """Per point, accuracy on ``res.x_adv``: the mean over ``draws`` for a random model (DESIGN §5.8),
+    else the engine's recomputed success (clean errors count as fooled)."""
+    return point_correct(model, res.x_adv, y, draws, batch_size) if stochastic else (~res.success).float()
+
+
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
     with eval_mode(model), torch.no_grad():
         return int(model(x[:1]).shape[1])
@@ -210,9 +218,7 @@ def run_attack_suite(
         eps_list = item.eps if item.eps is not None else [None]
         rows: list[ResultRow] = []
         for eps, r in zip(eps_list, results, strict=True):
-            correct = (
-                point_correct(model, r.x_adv, y[idx], draws, spec.batch_size) if stochastic else (~r.success).float()
-            )
+            correct = _adv_correct(model, r, y[idx], stochastic, draws, spec.batch_size)
             run = AttackRun(item.label, item.attack.key, eps, idx, correct, r, seconds / len(results), item.white_box)
             out.runs.append(run)
             rows += _rows_for(run, base, item.attack, stochastic, x[0].numel(), clean[idx])
@@ -423,7 +429,7 @@ def _checklist(
     ) -> tuple[AttackResult, torch.Tensor]:
         res = wrapped(attack)(model, xs, ys, eps=eps, generator=torch.Generator().manual_seed(seed))
         assert isinstance(res, AttackResult)
-        correct = point_correct(model, res.x_adv, ys, draws, spec.batch_size) if stochastic else (~res.success).float()
+        correct = _adv_correct(model, res, ys, stochastic, draws, spec.batch_size)
         return res, correct
 
     def on_probe(run: AttackRun) -> torch.Tensor | None:
@@ -591,9 +597,7 @@ def _checklist(
         sq = ATTACKS.create("square", queries=1000)
         res = sq(model, x[sq_idx], y[sq_idx], eps=mid, generator=torch.Generator().manual_seed(seed))
         assert isinstance(res, AttackResult)
-        ok = (
-            point_correct(model, res.x_adv, y[sq_idx], draws, spec.batch_size) if stochastic else (~res.success).float()
-        )
+        ok = _adv_correct(model, res, y[sq_idx], stochastic, draws, spec.batch_size)
         black.append(AttackRun("check:square-1000", "square", mid, sq_idx, ok, res, 0.0, white_box=False))
         out.runs.append(black[-1])
         emit([_acc_row(base, "check:square-1000", mid, float(ok.mean()), len(sq_idx), {"queries": 1000})])
