@@ -306,3 +306,61 @@ def test_bayesian_search_on_ray_records_trials_and_resumes(tmp_path):
         again = run_sweep(parse_spec(raw), store=st, backend="ray", workers=2, runs_dir=tmp_path / "runs")
         assert (again.skipped, again.done) == (3, 1)
         assert len(st.runs(status="done")) == 4
+
+
+VARIANTS = """
+[data]
+name = "digits"
+[model]
+name = "mlp"
+params = { widths = [16] }
+[evaluate]
+suite = "quick"
+n = 60
+[sweep]
+seeds = [0, 1]
+grid = { "train.lr" = [0.01, 0.02] }
+[[sweep.variants]]
+label = "plain"
+[[sweep.variants]]
+label = "wide"
+model.params = { widths = [32] }
+evaluate = { n = 40 }
+full = { evaluate = { n = 360 } }
+[[sweep.variants]]
+label = "once"
+seeds = [5]
+"""
+
+
+def test_named_variants_merge_their_overrides_and_seeds(tmp_path):
+    path = tmp_path / "variants.toml"
+    path.write_text(VARIANTS)
+    variants = expand_sweep(load_spec(path))
+    assert len(variants) == 2 * 2 + 2 * 2 + 2 * 1
+    by_label = {}
+    for v in variants:
+        by_label.setdefault(v.spec.label.split("[")[0], []).append(v.spec)
+    assert {s.seed for s in by_label["once"]} == {5}
+    wide = by_label["wide"][0]
+    assert wide.model.params == {"widths": [32]} and wide.evaluate.n == 40 and wide.evaluate.suite == "quick"
+    assert by_label["plain"][0].model.params == {"widths": [16]}
+    assert variants[0].overrides["variant"] == "plain"
+    full = {v.spec.label.split("[")[0]: v.spec for v in expand_sweep(load_spec(path, full=True))}
+    assert full["wide"].evaluate.n == 360 and full["plain"].evaluate.n == 60
+
+
+@pytest.mark.parametrize(
+    ("variants", "match"),
+    [
+        ('[[sweep.variants]]\nmodel = { name = "mlp" }', "non-empty 'label'"),
+        ('[[sweep.variants]]\nlabel = "a"\n[[sweep.variants]]\nlabel = "a"', "unique"),
+        ('[[sweep.variants]]\nlabel = "a"\nseed = 3', "cannot override"),
+        ('[[sweep.variants]]\nlabel = "a"\nseeds = []', "seeds must be a non-empty list"),
+    ],
+)
+def test_bad_variants_are_clear_errors(tmp_path, variants, match):
+    path = tmp_path / "bad.toml"
+    path.write_text('[data]\nname = "digits"\n[sweep]\nseeds = [0]\n' + variants + "\n")
+    with pytest.raises(SpecError, match=match):
+        load_spec(path)

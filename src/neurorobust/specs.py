@@ -128,6 +128,7 @@ class TrainSpec(_Strict):
     schedule: Literal["constant", "step", "cosine", "linear"] = "constant"
     milestones: list[int] = Field(default_factory=list)
     gamma: float = Field(default=0.1, gt=0, le=1)
+    temperature: float = Field(default=1.0, gt=0, description="softmax temperature of the ce loss (distillation)")
 
     @field_validator("milestones")
     @classmethod
@@ -187,6 +188,12 @@ class EvalSpec(_Strict):
     blur_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
     attacks: list[AttackEntry] = Field(default_factory=list, description="extra attacks (seed-paper suite)")
     batch_size: int = Field(default=500, ge=1)
+    suite_n: int | None = Field(
+        default=None, ge=1, description="subset size for the suite's own attacks (default: n); extra attacks set theirs"
+    )
+    limits: dict[str, int] = Field(
+        default_factory=dict, description="subset size per attack label, for entries without their own n"
+    )
     check_n: int = Field(default=200, ge=10, description="subset size of the checklist's probes")
     eot_draws: int = Field(default=20, ge=1, description="EOT draws and evaluation draws for random models")
 
@@ -263,11 +270,38 @@ class SearchSpec(_Strict):
 
 
 class SweepSpec(_Strict):
-    """A grid (lists for any dotted key) and/or a search, each run for every seed."""
+    """Named variants, a grid (lists for any dotted key) and/or a search, each run for every seed.
+
+    ``variants`` is a list of tables, each a ``label`` plus overrides of the spec (merged into it:
+    tables key by key, lists replaced), e.g. the four defences of the sleep paper, each with its
+    own mechanism and attacks; a variant's own ``seeds`` replace the sweep's, and its own ``full``
+    table is merged in with ``FULL=1``. The grid and search apply to every variant.
+    """
 
     seeds: list[int] = Field(default_factory=lambda: [0])
+    variants: list[dict[str, Any]] = Field(default_factory=list)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     search: SearchSpec | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _labelled(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        labels = [str(item.get("label", "")) for item in v]
+        if any(not label for label in labels):
+            raise ValueError("every variant needs a non-empty 'label'")
+        dup = sorted({label for label in labels if labels.count(label) > 1})
+        if dup:
+            raise ValueError(f"variant labels must be unique (repeated: {dup})")
+        bad = [k for item in v for k in item if k in ("sweep", "seed", "name")]
+        if bad:
+            raise ValueError(f"a variant cannot override {sorted(set(bad))} (use 'seeds' for its own seed list)")
+        for item in v:
+            seeds = item.get("seeds")
+            if seeds is not None and (
+                not isinstance(seeds, list) or not seeds or any(not isinstance(x, int) or x < 0 for x in seeds)
+            ):
+                raise ValueError(f"variant {item['label']!r}: seeds must be a non-empty list of integers >= 0")
+        return v
 
     @field_validator("grid")
     @classmethod
@@ -365,8 +399,24 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _variants_tier(raw: dict[str, Any], full: bool) -> dict[str, Any]:
+    """Merge each sweep variant's own ``full`` table into it (``full=True``) or drop it."""
+    sweep = raw.get("sweep")
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("variants"), list):
+        return raw
+    variants = []
+    for v in sweep["variants"]:
+        if isinstance(v, dict) and "full" in v:
+            extra, v = v["full"], {k: x for k, x in v.items() if k != "full"}
+            if full and isinstance(extra, dict):
+                v = _deep_merge(v, extra)
+        variants.append(v)
+    return {**raw, "sweep": {**sweep, "variants": variants}}
+
+
 def parse_spec(raw: dict[str, Any], *, source: str = "<spec>", full: bool = False) -> ExperimentSpec:
     """Validate a spec from a dict; ``full=True`` applies its ``[full]`` table (paper scale)."""
+    raw = _variants_tier(raw, full)
     try:
         spec = ExperimentSpec.model_validate(raw)
         if full and spec.full:

@@ -30,6 +30,7 @@ __all__ = [
     "build_model",
     "default_runs_dir",
     "evaluate_stage",
+    "fit_settings",
     "model_label",
     "run_experiment",
     "train_stage",
@@ -102,38 +103,47 @@ def train_stage(
             idx = balanced_subset(y, spec.data.train_subset, seed=spec.seed)
             x, y = x[idx], y[idx]
         start = time.perf_counter()
-        t = spec.train
-        model, history = fit(
-            model,
-            x,
-            y,
-            optimizer=t.optimizer,
-            lr=t.lr,
-            momentum=t.momentum,
-            weight_decay=t.weight_decay,
-            l1=t.l1,
-            loss=t.loss,
-            batch_size=t.batch_size,
-            epochs=t.epochs,
-            schedule=t.schedule,
-            milestones=t.milestones,
-            gamma=t.gamma,
-            seed=spec.seed,
-            progress=progress,
-        )
+        history: list[dict[str, float]] = []
         if spec.mechanism is not None:
-            model = MECHANISMS.create(spec.mechanism.name, model=model, data=dataset, **spec.mechanism.params)
+            # the mechanism acts on the very network the control run trained (cached under its own key)
+            model, base_meta, _ = train_stage(
+                spec.model_copy(update={"mechanism": None}), dataset, runs_dir=runs_dir, progress=progress
+            )
+            history = base_meta.get("history", [])
+            params = dict(spec.mechanism.params)
+            accepted = MECHANISMS.get(spec.mechanism.name).parameters()
+            if "train" in accepted:
+                params.setdefault("train", fit_settings(spec))
+            if "seed" in accepted:
+                params.setdefault("seed", spec.seed)
+            model = MECHANISMS.create(spec.mechanism.name, model=model, data=dataset, **params)
+        else:
+            model, fitted = fit(model, x, y, **fit_settings(spec), progress=progress)
+            history = fitted.epochs
         test_acc = float((predict_logits(model, dataset.x_test).argmax(1) == dataset.y_test).float().mean())
         meta = {
             "train_key": key,
             "spec": spec.model_dump(mode="json"),
-            "history": history.epochs,
+            "history": history,
+            "mechanism": _mechanism_info(model),
             "test_accuracy": test_acc,
             "train_seconds": time.perf_counter() - start,
         }
         save_checkpoint(folder, key, model, meta)
     model.eval()
     return model, meta, cached
+
+
+def fit_settings(spec: ExperimentSpec) -> dict[str, Any]:
+    """The spec's ``[train]`` table as keyword arguments of :func:`~neurorobust.training.fit` (plus the seed)."""
+    return {**spec.train.model_dump(), "seed": spec.seed}
+
+
+def _mechanism_info(model: nn.Module) -> dict[str, Any] | None:
+    report = getattr(model, "sleep_report", None) or getattr(model, "mechanism_report", None)
+    if report is None:
+        return None
+    return report.as_dict() if hasattr(report, "as_dict") else dict(report)
 
 
 def source_spec(spec: ExperimentSpec) -> ExperimentSpec:

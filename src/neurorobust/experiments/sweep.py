@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidParameterError, SpecError
-from ..specs import ExperimentSpec, ObjectiveSpec, RangeSpec, eval_key, parse_spec, train_key
+from ..specs import ExperimentSpec, ObjectiveSpec, RangeSpec, _deep_merge, eval_key, parse_spec, train_key
 from ..store import ResultsStore, code_version, package_versions
 
 __all__ = ["SweepReport", "Variant", "expand_sweep", "run_sweep", "run_variant"]
@@ -85,9 +85,13 @@ def _short(path: str) -> str:
     return path.replace("model.params.", "").replace("mechanism.params.", "").replace("train.", "")
 
 
-def _variant(base: dict[str, Any], overrides: dict[str, Any], seed: int, source: str) -> Variant:
+def _variant(
+    base: dict[str, Any], overrides: dict[str, Any], seed: int, source: str, named: dict[str, Any] | None = None
+) -> Variant:
     raw = {k: v for k, v in base.items() if k not in ("sweep", "full")}
     raw = _deep_copy(raw)
+    if named:
+        raw = _deep_merge(raw, _deep_copy(named))
     for path, value in overrides.items():
         _set_path(raw, path, value)
     raw["seed"] = seed
@@ -97,8 +101,9 @@ def _variant(base: dict[str, Any], overrides: dict[str, Any], seed: int, source:
     if overrides:
         label += "[" + ",".join(f"{_short(k)}={_fmt(v)}" for k, v in sorted(overrides.items())) + "]"
     raw["label"] = label
-    spec = parse_spec(raw, source=f"{source} (sweep variant {overrides or 'base'}, seed {seed})")
-    return Variant(spec, dict(overrides))
+    what = (named or {}).get("label") or overrides or "base"
+    spec = parse_spec(raw, source=f"{source} (sweep variant {what}, seed {seed})")
+    return Variant(spec, {**({"variant": named["label"]} if named else {}), **overrides})
 
 
 def _fmt(v: Any) -> str:
@@ -159,7 +164,13 @@ def expand_sweep(spec: ExperimentSpec) -> list[Variant]:
             raise SpecError(f"{spec.name}: a Bayesian search is adaptive; run it with --backend ray")
         points = sample_space(sweep.search.space, sweep.search.samples, sweep.search.seed)
         combos = [{**c, **p} for c in combos for p in points]
-    return [_variant(base, c, seed, spec.name) for c in combos for seed in sweep.seeds]
+    named: list[dict[str, Any] | None] = list(sweep.variants) or [None]
+    return [
+        _variant(base, c, seed, spec.name, {k: x for k, x in v.items() if k != "seeds"} if v else None)
+        for v in named
+        for c in combos
+        for seed in ((v or {}).get("seeds") or sweep.seeds)
+    ]
 
 
 def run_variant(

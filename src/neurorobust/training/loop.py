@@ -57,12 +57,14 @@ def lr_at(
     raise InvalidParameterError("schedule", "lr_at", "'constant', 'step', 'cosine' or 'linear'", schedule)
 
 
-def loss_fn(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce") -> torch.Tensor:
-    """Training loss: ``ce`` cross-entropy; ``mse`` mean over batch and classes of (logit - onehot)^2
-    (cerebellum code); ``mse-sum`` 1/2 sum over classes, mean over batch (sleep code)."""
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce", temperature: float = 1.0) -> torch.Tensor:
+    """Training loss: ``ce`` cross-entropy of ``softmax(logits / temperature)``; ``mse`` mean over batch
+    and classes of (logit - onehot)^2 (cerebellum code); ``mse-sum`` 1/2 sum over classes, mean over
+    batch (sleep code). ``y`` holds integer labels, or (N, K) probabilities (soft labels, as
+    defensive distillation's student learns from)."""
     if kind == "ce":
-        return F.cross_entropy(logits, y)
-    onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        return F.cross_entropy(logits / temperature, y)
+    onehot = y.to(logits.dtype) if y.dim() == 2 else F.one_hot(y, logits.shape[1]).to(logits.dtype)
     if kind == "mse":
         return F.mse_loss(logits, onehot)
     if kind == "mse-sum":
@@ -94,6 +96,7 @@ _CONSTRAINTS = {
     "epochs": Interval(int, 0, None),
     "weight_decay": Interval(float, 0, None),
     "l1": Interval(float, 0, None),
+    "temperature": Interval(float, 0, None, closed="neither"),
 }
 
 
@@ -114,6 +117,7 @@ def fit(
     milestones: list[int] | None = None,
     gamma: float = 0.1,
     seed: int = 0,
+    temperature: float = 1.0,
     x_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
@@ -126,8 +130,8 @@ def fit(
         Maps (N, C, H, W) images in [0, 1] to logits.
     x : torch.Tensor of shape (N, C, H, W)
         Training images in [0, 1].
-    y : torch.Tensor of shape (N,)
-        Integer labels.
+    y : torch.Tensor of shape (N,) or (N, K)
+        Integer labels, or class probabilities (soft labels).
     optimizer : {'sgd', 'adam', 'rmsprop'}, default='adam'
     lr : float, default=1e-3
         Base learning rate; ``schedule`` scales it per epoch (:func:`lr_at`).
@@ -147,6 +151,8 @@ def fit(
     gamma : float, default=0.1
     seed : int, default=0
         Seeds the shuffling generator (and ``torch.manual_seed`` is *not* touched).
+    temperature : float, default=1.0
+        Softmax temperature of the ``ce`` loss (defensive distillation trains at T = 50).
     x_val, y_val : torch.Tensor, optional
         Held-out data whose accuracy is recorded each epoch.
     progress : callable, optional
@@ -155,6 +161,8 @@ def fit(
     validate_params("fit", _CONSTRAINTS, locals())
     if x.dim() != 4 or len(x) != len(y):
         raise InvalidParameterError("x", "fit", "a (N, C, H, W) tensor with as many rows as y", x)
+    if y.dim() == 2 and not y.is_floating_point():
+        raise InvalidParameterError("y", "fit", "integer labels (N,) or float class probabilities (N, K)", y)
     if not torch.isfinite(x).all():
         raise InvalidParameterError("x", "fit", "finite values (no NaN or inf)", "a tensor containing NaN/inf")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -174,14 +182,14 @@ def fit(
             idx = order[step * batch_size : (step + 1) * batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
             logits = model(xb)
-            batch_loss = loss_fn(logits, yb, loss)
+            batch_loss = loss_fn(logits, yb, loss, temperature)
             if l1:
                 batch_loss = batch_loss + l1 * sum(p.abs().sum() for p in params if p.dim() > 1)
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
             total_loss += batch_loss.item() * len(idx)
-            correct += (logits.argmax(1) == yb).sum().item()
+            correct += (logits.argmax(1) == (yb.argmax(1) if yb.dim() == 2 else yb)).sum().item()
             if progress is not None:
                 progress(
                     {
