@@ -277,9 +277,26 @@ def test_report_puts_claims_next_to_our_numbers(tmp_path):
     ]
     _, body = claims_table("e", rows, tmp_path)
     assert [b[0] for b in body] == ["paper:a", "paper:b"]
-    assert body[0][6] == "38" and body[0][7] == "reproduced"
-    assert body[1][7] == "not run"
+    assert body[0][7] == "38" and body[0][8] == "reproduced"
+    assert body[1][8] == "not run"
     assert claims_table("nothing", rows, tmp_path) is None
+
+
+def test_relative_and_direction_claims():
+    from neurorobust.claims import Claim, judge
+
+    def claim(kind, value):
+        return Claim(id="x", table="T1", dataset="mnist", metric="m", kind=kind, value=value, baseline_model="c")
+
+    assert judge(claim("relative", 2.0), 0.2, 0.1).verdict == "reproduced"
+    assert judge(claim("relative", 2.0), 0.3, 0.1).verdict == "not reproduced"  # ratio 3 is not "about 2"
+    assert judge(claim("relative", 1.0), 0.11, 0.1).verdict == "reproduced"  # "no better than": within 25% of 1
+    assert judge(claim("relative", 1.0), 0.2, 0.1).verdict == "not reproduced"
+    assert judge(claim("direction", 2.0), 0.5, 0.1).verdict == "reproduced"  # any increase
+    assert judge(claim("direction", 2.0), 0.09, 0.1).verdict == "not reproduced"
+    assert judge(claim("direction", 0.5), 0.09, 0.1).verdict == "reproduced"
+    with pytest.raises(ValueError, match="direction"):
+        claim("direction", 1.0)
 
 
 def test_eval_mode_restores_each_module_own_mode():

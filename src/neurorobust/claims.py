@@ -18,7 +18,7 @@ A claims file::
     value = 36.8                     # in `unit`
     sd = 0.0
     unit = "percent"                 # percent | fraction | raw
-    kind = "absolute"                # absolute | relative | qualitative
+    kind = "absolute"                # absolute | relative | direction | qualitative
     headline = true                  # false for the other of two disagreeing tables (footnoted)
     footnote = ""
     comparable = true                # false where our setting differs (stand-in data, reduced scale)
@@ -32,7 +32,10 @@ Verdicts
 * **reproduced**: absolute claims, ``|ours - value| <= max(2 sd, tol)`` with ``tol`` = 3 points for
   percent, 0.03 for fraction and ``max(2 sd, 3% of |value|)`` for raw metrics (our reading of
   "3 points" for non-percentages, stated in docs); relative claims ("about doubles"): the ratio
-  ``ours_model / ours_baseline`` has the claimed direction and is within 25% of ``value``;
+  ``ours_model / ours_baseline`` has the claimed direction and is within 25% of ``value`` (a claimed
+  ratio of 1, "no better than", is within 25% of 1); direction claims ("increases", "reduces",
+  no magnitude given): the ratio lies on the same side of 1 as ``value`` (e.g. 2 for "increases",
+  0.5 for "reduces");
 * **not reproduced**: otherwise;
 * **not judged**: qualitative claims without numbers;
 * **not comparable**: ``comparable = false`` (our number is still shown);
@@ -71,7 +74,7 @@ class Claim(BaseModel):
     value: float | None = None
     sd: float = Field(default=0.0, ge=0)
     unit: Literal["percent", "fraction", "raw"] = "percent"
-    kind: Literal["absolute", "relative", "qualitative"] = "absolute"
+    kind: Literal["absolute", "relative", "direction", "qualitative"] = "absolute"
     headline: bool = True
     footnote: str = ""
     comparable: bool = True
@@ -85,8 +88,10 @@ class Claim(BaseModel):
     def _consistent(self) -> Claim:
         if self.kind != "qualitative" and self.value is None:
             raise ValueError("absolute and relative claims need a value")
-        if self.kind == "relative" and not self.baseline_model:
-            raise ValueError("relative claims need baseline_model")
+        if self.kind in ("relative", "direction") and not self.baseline_model:
+            raise ValueError(f"{self.kind} claims need baseline_model")
+        if self.kind == "direction" and self.value == 1:
+            raise ValueError("a direction claim's value must be above 1 (increases) or below 1 (reduces)")
         if not self.comparable and not self.reason:
             raise ValueError("say why a claim is not comparable (reason)")
         return self
@@ -163,11 +168,13 @@ def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Ju
     if not claim.comparable:
         return Judgement(claim, ours, "not comparable", None)
     assert claim.value is not None
-    if claim.kind == "relative":
+    if claim.kind in ("relative", "direction"):
         if baseline is None or baseline == 0:
             return Judgement(claim, None, "not run", None)
         ratio = ours / baseline
-        same_direction = (ratio - 1) * (claim.value - 1) > 0 or (ratio == 1 and claim.value == 1)
+        same_direction = (ratio - 1) * (claim.value - 1) > 0 or claim.value == 1
+        if claim.kind == "direction":
+            return Judgement(claim, ratio, "reproduced" if same_direction else "not reproduced", None)
         ok = same_direction and abs(ratio - claim.value) <= 0.25 * abs(claim.value)
         return Judgement(claim, ratio, "reproduced" if ok else "not reproduced", 0.25 * abs(claim.value))
     tol = _tolerance(claim)

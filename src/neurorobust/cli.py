@@ -328,7 +328,28 @@ def repro(
         _print_checklist(outcome)
     with ResultsStore(store_path) as st:
         folder = build_report(st, spec.name, out)
+        _print_paper_tables(st, spec.name)
     console.print(f"report: {folder / 'index.html'}")
+
+
+def _print_paper_tables(st: Any, experiment: str) -> None:
+    """The minimal-attack table and the paper's claims next to ours, as the report has them."""
+    from .report.build import claims_table, latest_rows, minimal_attacks_table
+
+    rows = latest_rows(st.results(experiment=experiment, done_only=True))
+    for title, table in (
+        ("Minimal-perturbation attacks (mean ± sd over seeds)", minimal_attacks_table(rows)),
+        ("Paper claims next to our numbers", claims_table(experiment, rows)),
+    ):
+        if table is None:
+            continue
+        header, body = table
+        t = Table(title=title, show_lines=False)
+        for h in header:
+            t.add_column(h, overflow="fold")
+        for row in body:
+            t.add_row(*row)
+        console.print(t)
 
 
 def _sweep(

@@ -97,19 +97,20 @@ def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
 
 def plan_suite(spec: EvalSpec, num_classes: int, source_model: nn.Module | None = None) -> list[_Planned]:
     """The attacks of ``spec.suite`` (before EOT/BPDA wrapping)."""
-    norm = spec.norm
+    norm, n = spec.norm, spec.suite_n
     plan: list[_Planned] = []
     if spec.suite in ("quick", "full"):
-        plan.append(_Planned("fgsm", ATTACKS.create("fgsm", norm=norm), spec.eps, None))
+        plan.append(_Planned("fgsm", ATTACKS.create("fgsm", norm=norm), spec.eps, n))
     if spec.suite == "quick":
-        plan.append(_Planned("pgd", ATTACKS.create("pgd", norm=norm, steps=20), spec.eps, None))
+        plan.append(_Planned("pgd", ATTACKS.create("pgd", norm=norm, steps=20), spec.eps, n))
     if spec.suite == "full":
-        plan.append(_Planned("pgd-100x5", ATTACKS.create("pgd", norm=norm, steps=100, restarts=5), spec.eps, None))
-        plan.append(_Planned("apgd-ce", ATTACKS.create("apgd-ce", norm=norm, steps=100), spec.eps, None))
+        plan.append(_Planned("pgd-100x5", ATTACKS.create("pgd", norm=norm, steps=100, restarts=5), spec.eps, n))
+        plan.append(_Planned("apgd-ce", ATTACKS.create("apgd-ce", norm=norm, steps=100), spec.eps, n))
         if num_classes >= 3:
-            plan.append(_Planned("apgd-dlr", ATTACKS.create("apgd-dlr", norm=norm, steps=100), spec.eps, None))
+            plan.append(_Planned("apgd-dlr", ATTACKS.create("apgd-dlr", norm=norm, steps=100), spec.eps, n))
         if norm == "linf":
-            plan.append(_Planned("square", ATTACKS.create("square", queries=5000), spec.eps, 200, white_box=False))
+            square_n = min(200, n) if n else 200
+            plan.append(_Planned("square", ATTACKS.create("square", queries=5000), spec.eps, square_n, white_box=False))
         if source_model is not None:
             inner = ATTACKS.create("pgd", norm=norm, steps=100)
             plan.append(
@@ -117,7 +118,7 @@ def plan_suite(spec: EvalSpec, num_classes: int, source_model: nn.Module | None 
                     "transfer",
                     ATTACKS.create("transfer", source_model=source_model, attack=inner),
                     spec.eps,
-                    None,
+                    n,
                     white_box=False,
                 )
             )
@@ -135,9 +136,9 @@ def _entry_to_plan(entry: AttackEntry, spec: EvalSpec, source_model: nn.Module |
         params.setdefault("norm", spec.norm)  # an entry without a norm follows the suite's
     attack = ATTACKS.create(entry.name, **params)
     eps = entry.eps if entry.eps is not None else (spec.eps if attack.bounded else None)
-    return _Planned(
-        entry.label or entry.name, attack, eps, entry.n, white_box=entry.name not in ("square", "boundary", "transfer")
-    )
+    label = entry.label or entry.name
+    n = entry.n if entry.n is not None else spec.limits.get(label)
+    return _Planned(label, attack, eps, n, white_box=entry.name not in ("square", "boundary", "transfer"))
 
 
 def _wrap(attack: Attack, stochastic: bool, surrogate: nn.Module | None, draws: int) -> Attack:
@@ -345,6 +346,14 @@ def _rows_for(
             )
         )
     if "min_eps" in r.extra:
+        # accuracy vs eps from the minimal eps: correct while no FGSM step up to eps fools the model
+        # (monotone in eps; the paper's Fig. 1 curve), at every grid point of 0.01 up to max_eps
+        min_eps = r.extra["min_eps"]
+        top = float(getattr(attack, "max_eps", 0.4))
+        for i in range(round(top / 0.01) + 1):
+            e = round(i * 0.01, 4)
+            acc = float(((min_eps > e + 1e-12) & cc).float().mean())
+            rows.append(_acc_row(base, run.label, e, acc, n, {**params, "from": "min_eps"}))
         median, mean, excluded = median_min_eps(r.extra["min_eps"], cc)
         rows.append(
             ResultRow(

@@ -95,6 +95,9 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
         items.append(
             ("table", f"{attack}: accuracy (%) by {label}", (["model"] + [f"{label}={e:g}" for e in eps_values], table))
         )
+    minimal = minimal_attacks_table(rows)
+    if minimal is not None:
+        items.append(("table", "Minimal-perturbation attacks (mean ± sd over seeds)", minimal))
     other = [r for r in rows if r["metric"] not in ("accuracy",) and r["attack"] not in ("clean", "checklist")]
     if other:
         body = [
@@ -163,6 +166,28 @@ def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.4g}"
 
 
+_MINIMAL_METRICS = ("median_min_eps", "score_sq_l2_per_dim", "median_l2", "success_rate")
+
+
+def minimal_attacks_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
+    """Model x (attack, metric) for the unbounded attacks (minimal eps, perturbation scores, success
+    rates), from :func:`latest_rows` output (means over seeds, with their sd); ``None`` if there are none."""
+    picked = [r for r in rows if r["eps"] is None and r["metric"] in _MINIMAL_METRICS and r["value"] is not None]
+    if not picked:
+        return None
+    order = {m: i for i, m in enumerate(_MINIMAL_METRICS)}
+    columns = sorted({(r["attack"], r["metric"]) for r in picked}, key=lambda c: (c[0], order[c[1]]))
+    cells: dict[tuple[str, str, str], str] = {}
+    for r in picked:
+        sd = r["params"].get("sd")
+        cells[(r["model"], r["attack"], r["metric"])] = f"{r['value']:.4g}" + (f" ± {sd:.2g}" if sd else "")
+    clean = {r["model"]: r["value"] for r in rows if r["attack"] == "clean" and r["metric"] == "accuracy"}
+    models = sorted({r["model"] for r in picked})
+    header = ["model", "clean acc (%)"] + [f"{a} {m}" for a, m in columns]
+    body = [[m, _pct(clean.get(m))] + [cells.get((m, a, k), "—") for a, k in columns] for m in models]
+    return header, body
+
+
 def claims_table(
     experiment: str, rows: list[dict[str, Any]], claims_dir: Path | None = None
 ) -> tuple[list[str], list[list[str]]] | None:
@@ -178,25 +203,39 @@ def claims_table(
             if c.experiment != experiment:
                 continue
             ours = ours_for(c, rows)
-            base = ours_for(c, rows, model=c.baseline_model) if c.kind == "relative" else None
+            base = ours_for(c, rows, model=c.baseline_model) if c.kind in ("relative", "direction") else None
             j = judge(c, ours, base)
+            shown = _fmt(j.ours)
+            if base is not None and ours is not None:
+                shown = f"ratio {_fmt(j.ours)} ({_fmt(ours)} / {_fmt(base)})"
             note = c.reason if not c.comparable else (c.footnote or ("" if c.headline else "not the headline table"))
             body.append(
                 [
                     f"{path.stem}:{c.id}",
                     f"{c.table} {c.row}".strip(),
+                    c.model + (f" / {c.baseline_model}" if c.baseline_model else ""),
                     c.metric,
                     c.attack,
                     "—" if c.eps is None else f"{c.eps:g}",
-                    _fmt(c.value) + (f" ± {c.sd:g}" if c.sd else ""),
-                    _fmt(j.ours),
+                    (
+                        "×"
+                        if c.kind == "relative"
+                        else ">1"
+                        if c.kind == "direction" and (c.value or 0) > 1
+                        else "<1"
+                        if c.kind == "direction"
+                        else ""
+                    )
+                    + _fmt(c.value) * (c.kind != "direction")
+                    + (f" ± {c.sd:g}" if c.sd else ""),
+                    shown,
                     j.verdict,
                     note,
                 ]
             )
     if not body:
         return None
-    return ["claim", "table / row", "metric", "attack", "eps", "paper", "ours", "verdict", "note"], body
+    return ["claim", "table / row", "model", "metric", "attack", "eps", "paper", "ours", "verdict", "note"], body
 
 
 def build_report(

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window
 import matplotlib.pyplot as plt
 
-__all__ = ["curve_figure"]
+__all__ = ["curve_figure", "weight_histogram_figure"]
 
 _XLABEL = {"noise": "Gaussian noise sigma", "blur": "Gaussian blur sigma"}
 
@@ -40,6 +40,35 @@ def curve_figure(rows: list[dict[str, Any]], attack: str, path: Path, *, metric:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"{attack}: {metric.replace('_', ' ')} vs strength")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def weight_histogram_figure(weights: dict[str, list[Any]], path: Path, *, bins: int = 120) -> Path:
+    """One panel per weight layer, one histogram per model (e.g. before and after sleep), log counts.
+
+    ``weights`` maps a model label to its weight tensors (or arrays), input layer first.
+    """
+    import numpy as np
+
+    n_layers = max(len(ws) for ws in weights.values())
+    fig, axes = plt.subplots(1, n_layers, figsize=(4.2 * n_layers, 3.4), dpi=110, squeeze=False)
+    for layer in range(n_layers):
+        ax = axes[0][layer]
+        values = {m: np.asarray(ws[layer]).ravel() for m, ws in weights.items() if layer < len(ws)}
+        lo = min(float(v.min()) for v in values.values())
+        hi = max(float(v.max()) for v in values.values())
+        edges = np.linspace(lo, hi, bins + 1)
+        for model, v in values.items():
+            ax.hist(v, bins=edges, histtype="step", label=model, log=True)
+        ax.set_title(f"layer {layer + 1} weights")
+        ax.set_xlabel("weight")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("count (log)")
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
