@@ -11,3 +11,7 @@ from ..registry import Registry
 __all__ = ["MECHANISMS"]
 
 MECHANISMS = Registry("mechanism")
+
+from ..training import adversarial as _adversarial  # noqa: E402,F401  (registers "finetune")
+from . import distillation as _distillation  # noqa: E402,F401  (registers "distillation")
+from . import sleep as _sleep  # noqa: E402,F401  (registers "sleep")

@@ -50,14 +50,19 @@ def sleep_mlp(
     num_classes: int = 10,
     widths: Sequence[int] = (1200, 1200),
     dropout: float = 0.2,
+    output_activation: str = "relu",
 ) -> nn.Module:
-    """The sleep paper's MLP as coded: no biases, ReLU output, U(-0.01, 0.01) init, non-inverted dropout."""
+    """The sleep paper's MLP as coded: no biases, ReLU output, U(-0.01, 0.01) init, non-inverted dropout.
+
+    ``output_activation="none"`` gives the same network with linear outputs (logits), which
+    defensive distillation needs for its softmax at temperature T.
+    """
     return MLP(
         input_shape,
         widths,
         num_classes,
         bias=False,
-        output_activation="relu",
+        output_activation=output_activation,
         dropout=dropout,
         dropout_style="scale",
         init="uniform-0.01",

@@ -90,11 +90,19 @@ class MLP(ImageModel):
         self.output_activation = output_activation
         self.dropout = float(dropout)
         self.dropout_style = dropout_style
+        self.init = init
         if init == "uniform-0.01":
-            for layer in self.layers:
+            self.reset_weights()
+
+    def reset_weights(self) -> None:
+        """Draw fresh weights with this network's init scheme (from the global torch generator)."""
+        for layer in self.layers:
+            if self.init == "uniform-0.01":
                 nn.init.uniform_(layer.weight, -0.01, 0.01)
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
+            else:
+                layer.reset_parameters()
 
     def _drop(self, h: torch.Tensor) -> torch.Tensor:
         if self.dropout == 0.0:
