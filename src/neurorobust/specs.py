@@ -27,6 +27,7 @@ from .errors import SpecError
 
 __all__ = [
     "CACHE_VERSION",
+    "AdversarialSpec",
     "AttackEntry",
     "DataSpec",
     "EvalSpec",
@@ -114,6 +115,18 @@ class MechanismSpec(_Strict):
         return _registered("mechanism", v)
 
 
+class AdversarialSpec(_Strict):
+    """Adversarial training in the training loop (``training/adversarial.py``)."""
+
+    method: Literal["pgd", "trades", "fgsm-rs"] = "pgd"
+    eps: float = Field(gt=0, le=1, description="L-inf radius (images in [0, 1])")
+    steps: int = Field(default=10, ge=1)
+    step_size: float | None = Field(default=None, gt=0)
+    beta: float = Field(default=6.0, ge=0, description="TRADES trade-off")
+    check_every: int = Field(default=1, ge=0, description="fgsm-rs: epochs between catastrophic-overfitting checks")
+    check_n: int = Field(default=256, ge=1)
+
+
 class TrainSpec(_Strict):
     """Settings of the one training loop (``training/loop.py``)."""
 
@@ -129,6 +142,7 @@ class TrainSpec(_Strict):
     milestones: list[int] = Field(default_factory=list)
     gamma: float = Field(default=0.1, gt=0, le=1)
     temperature: float = Field(default=1.0, gt=0, description="softmax temperature of the ce loss (distillation)")
+    adversarial: AdversarialSpec | None = None
 
     @field_validator("milestones")
     @classmethod
@@ -456,7 +470,9 @@ def train_key(spec: ExperimentSpec) -> str:
     """Hash of data, model, mechanism, training settings, seed and :data:`CACHE_VERSION`."""
     d = spec.model_dump(mode="json")
     data = {k: v for k, v in d["data"].items() if k != "data_dir"}
-    return _digest([data, d["model"], d["mechanism"], d["train"], d["seed"], CACHE_VERSION])
+    # options added later hash only when set, so adding one leaves existing checkpoints valid
+    train = {k: v for k, v in d["train"].items() if not (k == "adversarial" and v is None)}
+    return _digest([data, d["model"], d["mechanism"], train, d["seed"], CACHE_VERSION])
 
 
 def eval_key(spec: ExperimentSpec) -> str:

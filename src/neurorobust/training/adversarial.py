@@ -1,4 +1,23 @@
-r"""Adversarial fine-tuning: train on, then fine-tune on examples of one attack or distortion.
+r"""Adversarial training and fine-tuning, all through the one training loop (:func:`~neurorobust.training.fit`).
+
+**Adversarial training** (the reference defences every mechanism is ranked against):
+
+* ``pgd`` — Madry et al. (2018): :math:`\min_\theta \mathbb{E}\,\max_{\|\delta\|_\infty\le\epsilon}
+  \mathrm{CE}(f_\theta(x+\delta), y)`, the inner maximum by PGD with a random start; the
+  network trains on the adversarial batch only.
+* ``trades`` — Zhang et al. (2019):
+  :math:`\mathrm{CE}(f(x), y) + \beta\,\mathrm{KL}\big(p(x)\,\|\,p(x')\big)`, with
+  :math:`x'` maximising the KL term (start :math:`x + 0.001\,\mathcal N(0, I)`, signed-gradient
+  steps, projection), :math:`p` the softmax.
+* ``fgsm-rs`` — Wong, Rice & Kolter (2020) "fast is better than free": one FGSM step of
+  :math:`1.25\,\epsilon` from a uniform random start. Known to overfit catastrophically (PGD
+  accuracy collapses within an epoch); :func:`fit` therefore measures PGD accuracy on a held-out
+  batch after every epoch and stops, keeping the previous epoch's weights, when it collapses
+  (:func:`catastrophic_overfitting`).
+
+In a spec: ``[train] adversarial = { method = "pgd", eps = 0.3, steps = 40, step_size = 0.01 }``.
+
+**Adversarial fine-tuning**: train on, then fine-tune on examples of one attack or distortion.
 
 The sleep paper's second baseline (Tadros et al. 2020, Sec. 4; as coded in
 ``save_*_results.m``, seeds/NOTES.md §1): starting from the trained control network, the first
@@ -28,7 +47,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attacks import ATTACKS, input_gradient
+import torch.nn.functional as F
+
+from ..attacks import ATTACKS, PGD, input_gradient, project
 from ..data import gaussian_blur, gaussian_noise
 from ..errors import InvalidParameterError
 from ..mechanisms import MECHANISMS
@@ -36,7 +57,15 @@ from ..modes import eval_mode
 from ..validation import Interval, Options, validate_params
 from .loop import fit
 
-__all__ = ["FINETUNE_ON", "finetune", "perturb_for_finetuning"]
+__all__ = [
+    "ADVERSARIAL_METHODS",
+    "FINETUNE_ON",
+    "AdversarialObjective",
+    "catastrophic_overfitting",
+    "finetune",
+    "perturb_for_finetuning",
+    "trades_loss",
+]
 
 FINETUNE_ON = ("fgsm", "deepfool", "jsma", "noise", "blur")
 
@@ -157,3 +186,117 @@ def finetune(
         "history": history.epochs,
     }
     return tuned
+
+
+ADVERSARIAL_METHODS = ("pgd", "trades", "fgsm-rs")
+
+
+def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""TRADES: :math:`\mathrm{CE}(z, y) + \beta\,\mathrm{KL}(\mathrm{softmax}(z)\,\|\,\mathrm{softmax}(z'))`, batch mean."""
+    ce = F.cross_entropy(logits_clean, y)
+    kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits_clean, 1), reduction="batchmean")
+    return ce + beta * kl
+
+
+def catastrophic_overfitting(pgd_accuracies: Sequence[float], *, drop: float = 0.2) -> bool:
+    """``True`` when the latest held-out PGD accuracy fell more than ``drop`` (absolute) below the best
+    before it: the sudden collapse of FGSM training (Wong et al. 2020, Sec. 5)."""
+    if len(pgd_accuracies) < 2:
+        return False
+    return max(pgd_accuracies[:-1]) - pgd_accuracies[-1] > drop
+
+
+class AdversarialObjective:
+    """The batch loss of adversarial training, plugged into :func:`~neurorobust.training.fit`.
+
+    Parameters
+    ----------
+    method : {'pgd', 'trades', 'fgsm-rs'}
+    eps : float
+        L-inf radius of the training perturbation (images in [0, 1]).
+    steps : int, default=10
+        Inner iterations (PGD, TRADES); ``fgsm-rs`` takes one step.
+    step_size : float, optional
+        Inner step; default ``2.5 eps / steps`` (PGD), ``eps / 4`` (TRADES, as its MNIST code:
+        0.01 for eps 0.3 at 40 steps is close), ``1.25 eps`` (fgsm-rs).
+    beta : float, default=6.0
+        TRADES trade-off (Zhang et al. use 6 on CIFAR-10 and MNIST).
+    check_every : int, default=1
+        Epochs between catastrophic-overfitting checks (``fgsm-rs``; 0 disables).
+    check_n : int, default=256
+        Held-out training images of that check (removed from training).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        eps: float,
+        *,
+        steps: int = 10,
+        step_size: float | None = None,
+        beta: float = 6.0,
+        check_every: int = 1,
+        check_n: int = 256,
+    ) -> None:
+        validate_params(
+            "AdversarialObjective",
+            {
+                "method": Options(ADVERSARIAL_METHODS),
+                "eps": Interval(float, 0, 1, closed="right"),
+                "steps": Interval(int, 1, None),
+                "step_size": Interval(float, 0, None, closed="neither"),
+                "beta": Interval(float, 0, None),
+                "check_every": Interval(int, 0, None),
+                "check_n": Interval(int, 1, None),
+            },
+            {k: v for k, v in locals().items() if k != "self" and v is not None},
+        )
+        self.method, self.eps, self.steps, self.beta = method, float(eps), int(steps), float(beta)
+        self.check_every, self.check_n = check_every if method == "fgsm-rs" else 0, check_n
+        if method == "fgsm-rs":
+            self.steps, self.step_size = 1, float(step_size or 1.25 * eps)
+        elif method == "trades":
+            self.step_size = float(step_size or eps / 4)
+        else:
+            self.step_size = float(step_size or 2.5 * eps / steps)
+        self._inner = PGD(norm="linf", steps=self.steps, step_size=self.step_size, random_start=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"AdversarialObjective(method={self.method!r}, eps={self.eps:g}, steps={self.steps}, "
+            f"step_size={self.step_size:g}, beta={self.beta:g})"
+        )
+
+    def _trades_point(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        with eval_mode(model), torch.no_grad():
+            target = F.softmax(model(x), 1)
+        x_adv = (x + 0.001 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+
+        def kl(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+            return F.kl_div(F.log_softmax(logits, 1), p, reduction="none").sum(1)
+
+        with eval_mode(model):
+            for _ in range(self.steps):
+                grad = input_gradient(model, x_adv, target, kl)[0]
+                x_adv = project(x_adv + self.step_size * grad.sign(), x, self.eps, "linf").detach()
+        return x_adv
+
+    def __call__(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch loss, logits for the running accuracy) on one training batch; ``model`` is in train mode."""
+        if self.method == "trades":
+            x_adv = self._trades_point(model, x, generator)
+            logits = model(x)
+            return trades_loss(logits, model(x_adv), y, self.beta), logits
+        x_adv = self._inner(model, x, y, eps=self.eps, generator=generator).x_adv.detach()
+        logits = model(x_adv)  # Madry / Wong: train on the adversarial batch only
+        return F.cross_entropy(logits, y), logits
+
+    @torch.no_grad()
+    def heldout_pgd_accuracy(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+        """PGD-10 (step eps/4) accuracy on the held-out batch: the catastrophic-overfitting probe."""
+        probe = PGD(norm="linf", steps=10, step_size=self.eps / 4, random_start=True)
+        with torch.enable_grad():
+            res = probe(model, x, y, eps=self.eps, generator=torch.Generator().manual_seed(0))
+        return res.robust_accuracy

@@ -31,6 +31,7 @@ class History:
     """Per-epoch records: ``{"epoch", "lr", "loss", "train_acc", "val_acc", "seconds"}``."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = ""  # why training stopped early, if it did
 
     @property
     def final(self) -> dict[str, float]:
@@ -80,6 +81,18 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) ->
         return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
+def _objective(adversarial: Any) -> Any:
+    if adversarial is None:
+        return None
+    from .adversarial import AdversarialObjective
+
+    if isinstance(adversarial, AdversarialObjective):
+        return adversarial
+    if isinstance(adversarial, dict):
+        return AdversarialObjective(**{k: v for k, v in adversarial.items() if v is not None})
+    raise InvalidParameterError("adversarial", "fit", "None, a dict of AdversarialObjective settings", adversarial)
+
+
 def _make_optimizer(name: str, params: Any, lr: float, momentum: float, weight_decay: float) -> torch.optim.Optimizer:
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -118,6 +131,7 @@ def fit(
     gamma: float = 0.1,
     seed: int = 0,
     temperature: float = 1.0,
+    adversarial: Any = None,
     x_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
@@ -153,6 +167,11 @@ def fit(
         Seeds the shuffling generator (and ``torch.manual_seed`` is *not* touched).
     temperature : float, default=1.0
         Softmax temperature of the ``ce`` loss (defensive distillation trains at T = 50).
+    adversarial : dict or AdversarialObjective, optional
+        Adversarial training (:mod:`neurorobust.training.adversarial`): PGD (Madry et al.), TRADES
+        or fast FGSM with a random start, e.g. ``{"method": "pgd", "eps": 0.3, "steps": 40}``;
+        replaces ``loss``. The fast variant holds out a batch of the training images and stops
+        when PGD accuracy on it collapses (history: ``heldout_pgd_acc``, ``collapsed``).
     x_val, y_val : torch.Tensor, optional
         Held-out data whose accuracy is recorded each epoch.
     progress : callable, optional
@@ -165,10 +184,19 @@ def fit(
         raise InvalidParameterError("y", "fit", "integer labels (N,) or float class probabilities (N, K)", y)
     if not torch.isfinite(x).all():
         raise InvalidParameterError("x", "fit", "finite values (no NaN or inf)", "a tensor containing NaN/inf")
+    objective = _objective(adversarial)
+    gen = torch.Generator().manual_seed(seed)
+    x_check = y_check = None
+    if objective is not None and objective.check_every:
+        held = torch.randperm(len(x), generator=gen)
+        x_check, y_check = x[held[: objective.check_n]], y[held[: objective.check_n]]
+        x, y = x[held[objective.check_n :]], y[held[objective.check_n :]]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(optimizer, params, lr, momentum, weight_decay)
-    gen = torch.Generator().manual_seed(seed)
+    adv_gen = torch.Generator().manual_seed(seed + 1)
+    checked: list[float] = []
+    last_good = None
     steps = math.ceil(len(x) / batch_size)
     history = History()
     for epoch in range(epochs):
@@ -181,8 +209,11 @@ def fit(
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
             xb, yb = x[idx].to(device), y[idx].to(device)
-            logits = model(xb)
-            batch_loss = loss_fn(logits, yb, loss, temperature)
+            if objective is not None:
+                batch_loss, logits = objective(model, xb, yb, adv_gen)
+            else:
+                logits = model(xb)
+                batch_loss = loss_fn(logits, yb, loss, temperature)
             if l1:
                 batch_loss = batch_loss + l1 * sum(p.abs().sum() for p in params if p.dim() > 1)
             opt.zero_grad(set_to_none=True)
@@ -210,8 +241,26 @@ def fit(
         }
         if x_val is not None and y_val is not None:
             record["val_acc"] = (predict_logits(model, x_val).argmax(1) == y_val).float().mean().item()
+        collapsed = False
+        if x_check is not None and objective is not None and (epoch + 1) % objective.check_every == 0:
+            from .adversarial import catastrophic_overfitting
+
+            checked.append(objective.heldout_pgd_accuracy(model, x_check, y_check))
+            record["heldout_pgd_acc"] = checked[-1]
+            collapsed = catastrophic_overfitting(checked)
+            if collapsed and last_good is not None:
+                model.load_state_dict(last_good)  # Wong et al.: keep the weights from before the collapse
+            elif not collapsed:
+                last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            record["collapsed"] = float(collapsed)
         history.epochs.append(record)
         if progress is not None:
             progress({"stage": "epoch", **record, "epochs": epochs})
+        if collapsed:
+            history.stopped = (
+                f"catastrophic overfitting after epoch {epoch + 1}: held-out PGD accuracy fell from "
+                f"{max(checked[:-1]):.3f} to {checked[-1]:.3f}; kept the weights of the epoch before"
+            )
+            break
     model.eval()
     return model, history

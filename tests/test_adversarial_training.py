@@ -1,0 +1,118 @@
+"""Reference defences: PGD adversarial training, TRADES and fast FGSM training with its overfitting check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neurorobust.attacks import PGD
+from neurorobust.data import load_dataset
+from neurorobust.errors import InvalidParameterError
+from neurorobust.models import create_model
+from neurorobust.training import fit
+from neurorobust.training.adversarial import AdversarialObjective, catastrophic_overfitting, trades_loss
+
+
+def _pgd_accuracy(model, x, y, eps):
+    attack = PGD(norm="linf", steps=10, step_size=eps / 4)
+    return attack(model, x, y, eps=eps, generator=torch.Generator().manual_seed(0)).robust_accuracy
+
+
+def test_one_pgd_training_epoch_raises_pgd_accuracy_on_the_training_batch(one_thread):
+    data = load_dataset("digits")
+    x, y = data.x_train, data.y_train
+    accs = {}
+    for name, adversarial in (("standard", None), ("pgd-at", {"method": "pgd", "eps": 0.25, "steps": 5})):
+        torch.manual_seed(0)
+        model = create_model("mlp", input_shape=(1, 8, 8), widths=(64,))
+        fit(model, x, y, lr=3e-3, batch_size=32, epochs=1, seed=0, adversarial=adversarial)
+        accs[name] = _pgd_accuracy(model, x[:300], y[:300], 0.25)
+    assert accs["pgd-at"] > accs["standard"] + 0.05, accs  # measured: 0.7% vs 9.7%
+
+
+def test_trades_loss_is_ce_at_beta_zero_and_grows_with_beta():
+    gen = torch.Generator().manual_seed(0)
+    clean = torch.randn(16, 10, generator=gen)
+    adv = clean + torch.randn(16, 10, generator=gen)
+    y = torch.randint(10, (16,), generator=gen)
+    assert trades_loss(clean, adv, y, 0.0).item() == pytest.approx(F.cross_entropy(clean, y).item())
+    values = [trades_loss(clean, adv, y, b).item() for b in (0.0, 1.0, 6.0)]
+    assert values[0] < values[1] < values[2]
+    assert trades_loss(clean, clean, y, 6.0).item() == pytest.approx(F.cross_entropy(clean, y).item(), abs=1e-6)
+
+
+def test_trades_training_runs_through_the_loop(one_thread):
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 8, 8), widths=(32,))
+    _, history = fit(
+        model,
+        data.x_train[:256],
+        data.y_train[:256],
+        batch_size=64,
+        epochs=1,
+        adversarial={"method": "trades", "eps": 0.1, "steps": 3, "beta": 6.0},
+    )
+    assert history.final["loss"] > 0 and history.stopped == ""
+
+
+def test_overfitting_check_on_accuracy_sequences():
+    assert not catastrophic_overfitting([0.4])
+    assert not catastrophic_overfitting([0.4, 0.45, 0.38])
+    assert catastrophic_overfitting([0.4, 0.45, 0.05])
+
+
+class _Collapsing(AdversarialObjective):
+    """fgsm-rs whose held-out PGD accuracy follows a script: a constructed collapse at epoch 3."""
+
+    script = [0.5, 0.6, 0.02, 0.7]
+
+    def heldout_pgd_accuracy(self, model, x, y):
+        self.calls = getattr(self, "calls", 0) + 1
+        return self.script[self.calls - 1]
+
+
+def test_fast_training_stops_and_keeps_the_weights_before_a_collapse(one_thread):
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 8, 8), widths=(16,))
+    snapshots = []
+    objective = _Collapsing("fgsm-rs", 0.1, check_n=64)
+    _, history = fit(
+        model,
+        data.x_train,
+        data.y_train,
+        batch_size=128,
+        epochs=4,
+        adversarial=objective,
+        progress=lambda e: snapshots.append(model.layers[0].weight.detach().clone()) if e["stage"] == "epoch" else None,
+    )
+    assert len(history.epochs) == 3 and history.epochs[-1]["collapsed"] == 1.0
+    assert "catastrophic overfitting after epoch 3" in history.stopped
+    assert torch.equal(model.layers[0].weight, snapshots[1])  # the epoch-2 weights are back
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"method": "free", "eps": 0.1}, "method"),
+        ({"method": "pgd", "eps": 0.0}, "eps"),
+        ({"method": "pgd", "eps": 2.0}, "eps"),
+        ({"method": "pgd", "eps": 0.1, "steps": 0}, "steps"),
+        ({"method": "trades", "eps": 0.1, "beta": -1.0}, "beta"),
+    ],
+)
+def test_bad_adversarial_settings_are_refused(kwargs, name):
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of AdversarialObjective"):
+        AdversarialObjective(**kwargs)
+
+
+def test_adversarial_training_in_a_spec():
+    from neurorobust.errors import SpecError
+    from neurorobust.specs import parse_spec
+
+    spec = parse_spec({"train": {"adversarial": {"method": "trades", "eps": 0.3, "steps": 40, "beta": 6.0}}})
+    assert spec.train.adversarial.beta == 6.0
+    with pytest.raises(SpecError, match="train.adversarial.method"):
+        parse_spec({"train": {"adversarial": {"method": "free", "eps": 0.3}}})
