@@ -147,8 +147,10 @@ def _mechanism_info(model: nn.Module) -> dict[str, Any] | None:
 
 
 def source_spec(spec: ExperimentSpec) -> ExperimentSpec:
-    """The transfer attack's source: the same data and model, no mechanism, another seed."""
-    return spec.model_copy(update={"mechanism": None, "seed": spec.seed + 1})
+    """The transfer attack's source: the same data and model, standard training (no mechanism, no
+    adversarial training), another seed."""
+    train = spec.train.model_copy(update={"adversarial": None})
+    return spec.model_copy(update={"mechanism": None, "seed": spec.seed + 1, "train": train})
 
 
 def transfer_source(

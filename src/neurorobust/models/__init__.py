@@ -22,9 +22,10 @@ from ..registry import Registry
 from .base import ImageModel, Normalize
 from .cnn import KuboNet, MnistCNN
 from .mlp import MLP
-from .vgg import VGGEncoder, VGGNet
+from .resnet import ResNet
+from .vgg import CEREBELLUM_TRUNK, VGGEncoder, VGGNet
 
-__all__ = ["MLP", "MODELS", "ImageModel", "KuboNet", "MnistCNN", "Normalize", "VGGEncoder", "VGGNet", "create_model"]
+__all__ = ["MLP", "MODELS", "ImageModel", "KuboNet", "MnistCNN", "Normalize", "ResNet", "VGGEncoder", "VGGNet", "create_model"]
 
 MODELS = Registry("model")
 
@@ -90,9 +91,33 @@ def cnn_mnist(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, d
 
 
 @MODELS.register("vgg_cifar", paper="Liu, Li, Chen: cerebellum paper's VGG trunk (8 convs, d = 4096)")
-def vgg_cifar(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
-    """VGG-style 8-conv encoder (64, 64, M, 128, 128, M, 256 x 4, M) and a linear classifier."""
-    return VGGNet(input_shape, num_classes, dropout=dropout)
+def vgg_cifar(
+    input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, dropout: float = 0.0, width: float = 1.0
+) -> nn.Module:
+    """VGG-style 8-conv encoder (64, 64, M, 128, 128, M, 256 x 4, M) and a linear classifier.
+
+    ``width`` scales every conv's channels (0.25: the quarter-width encoder of the 30-minute tier).
+    """
+    if not 0 < width <= 4:
+        from ..errors import InvalidParameterError
+
+        raise InvalidParameterError("width", "vgg_cifar", "a float in (0, 4]", width)
+    config = [c if c == "M" else max(1, round(int(c) * width)) for c in CEREBELLUM_TRUNK]
+    return VGGNet(input_shape, num_classes, config=config, dropout=dropout)
+
+
+@MODELS.register("resnet18", paper="He et al. 2016 (ResNet-18 layout; the foveation backbone on caltech10)")
+def resnet18(
+    input_shape: Sequence[int] = (3, 128, 128), num_classes: int = 10, width: int = 64
+) -> nn.Module:
+    """ResNet-18-style: ImageNet stem (7x7/2 conv, 3x3/2 max-pool), 4 stages of 2 basic blocks (w, 2w, 4w, 8w)."""
+    return ResNet(input_shape, num_classes, blocks=(2, 2, 2, 2), width=width, stem="imagenet")
+
+
+@MODELS.register("resnet20", paper="He et al. 2016 (CIFAR ResNet-20 layout)")
+def resnet20(input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10, width: int = 16) -> nn.Module:
+    """ResNet-20-style: 3x3 stem, 3 stages of 3 basic blocks (w, 2w, 4w), global pooling."""
+    return ResNet(input_shape, num_classes, blocks=(3, 3, 3), width=width, stem="cifar")
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

@@ -26,6 +26,7 @@ __all__ = ["COLUMNS", "leaderboard_html", "leaderboard_rows", "write_leaderboard
 COLUMNS = [
     "experiment",
     "defence",
+    "kind",
     "dataset",
     "clean acc (%)",
     "paper claim",
@@ -35,8 +36,30 @@ COLUMNS = [
     "worst-case curve (eps: %)",
     "suite",
     "verdict",
+    "gap to best reference (pts)",
     "seeds",
     "spread (sd, %)",
+]
+
+#: Experiments whose defences are the reference defences (adversarial training, ``configs/advtrain_*``).
+REFERENCE_PREFIX = "advtrain_"
+
+#: Published reference numbers (not measured here): robust accuracy against the authors' strongest attack.
+PUBLISHED = [
+    {
+        "defence": "Madry et al. 2018 PGD-AT (published)",
+        "dataset": "mnist",
+        "eps": 0.3,
+        "value": 89.0,
+        "note": "not comparable: their CNN (conv32-conv64-fc1024), 100-step PGD with restarts; our rows use other networks",
+    },
+    {
+        "defence": "Madry et al. 2018 PGD-AT (published)",
+        "dataset": "cifar10",
+        "eps": 8 / 255,
+        "value": 45.8,
+        "note": "not comparable: their wide ResNet on the original CIFAR-10; ours is a VGG trunk on the JPEG copy",
+    },
 ]
 
 
@@ -101,6 +124,7 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
             {
                 "experiment": exp,
                 "defence": model,
+                "kind": "reference" if exp.startswith(REFERENCE_PREFIX) else "mechanism",
                 "dataset": dataset,
                 "clean acc (%)": None if math.isnan(c_mean) else round(100 * c_mean, 2),
                 "paper claim": paper,
@@ -110,12 +134,67 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
                 "worst-case curve (eps: %)": _curve(worst),
                 "suite": suite,
                 "verdict": "; ".join(v for v in verdicts if v) or "not checked",
+                "gap to best reference (pts)": None,
                 "seeds": len(seeds),
                 "spread (sd, %)": None if math.isnan(c_sd) else round(100 * c_sd, 2),
+                "_curve": _curve_values(worst),
             }
         )
+    _reference_gaps(board)
+    if any(b["kind"] == "reference" for b in board):
+        board += _published_rows({b["dataset"] for b in board})
+    for b in board:
+        b.pop("_curve", None)
     board.sort(key=lambda b: (b["experiment"], -(b["worst-case (%)"] or -1.0)))
     return board
+
+
+def _curve_values(worst: list[dict[str, Any]]) -> dict[float, float]:
+    by_eps: dict[float, list[float]] = defaultdict(list)
+    for r in worst:
+        if r["eps"] is not None and r["value"] is not None:
+            by_eps[round(r["eps"], 6)].append(r["value"])
+    return {e: 100 * sum(v) / len(v) for e, v in by_eps.items()}
+
+
+def _reference_gaps(board: list[dict[str, Any]]) -> None:
+    """Per defence: its worst case minus the best reference defence's on the same dataset at the same eps."""
+    for b in board:
+        if b["worst-case (%)"] is None or not b["at eps"]:
+            continue
+        eps = round(float(b["at eps"]), 6)
+        refs = [
+            (r["_curve"][eps], r["defence"])
+            for r in board
+            if r["kind"] == "reference" and r["dataset"] == b["dataset"] and eps in r["_curve"] and r is not b
+        ]
+        if b["kind"] == "reference":
+            refs = [x for x in refs if x[1] != b["defence"]]
+        if refs:
+            best, name = max(refs)
+            b["gap to best reference (pts)"] = f"{b['worst-case (%)'] - best:+.1f} vs {name}"
+
+
+def _published_rows(datasets: set[str]) -> list[dict[str, Any]]:
+    rows = []
+    for p in PUBLISHED:
+        if p["dataset"] not in datasets:
+            continue
+        rows.append(
+            {c: None for c in COLUMNS}
+            | {
+                "experiment": "published",
+                "defence": p["defence"],
+                "kind": "published",
+                "dataset": p["dataset"],
+                "worst-case (%)": p["value"],
+                "at eps": f"{p['eps']:.4g}",
+                "suite": "their strongest attack",
+                "verdict": p["note"],
+                "seeds": 0,
+            }
+        )
+    return rows
 
 
 def _suite(run: dict[str, Any] | None) -> str:
