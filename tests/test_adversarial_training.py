@@ -66,7 +66,7 @@ def test_overfitting_check_on_accuracy_sequences():
 class _Collapsing(AdversarialObjective):
     """fgsm-rs whose held-out PGD accuracy follows a script: a constructed collapse at epoch 3."""
 
-    script = [0.5, 0.6, 0.02, 0.7]
+    script = (0.5, 0.6, 0.02, 0.7)
 
     def heldout_pgd_accuracy(self, model, x, y):
         self.calls = getattr(self, "calls", 0) + 1
@@ -114,5 +114,5 @@ def test_adversarial_training_in_a_spec():
 
     spec = parse_spec({"train": {"adversarial": {"method": "trades", "eps": 0.3, "steps": 40, "beta": 6.0}}})
     assert spec.train.adversarial.beta == 6.0
-    with pytest.raises(SpecError, match="train.adversarial.method"):
+    with pytest.raises(SpecError, match=r"train\.adversarial\.method"):
         parse_spec({"train": {"adversarial": {"method": "free", "eps": 0.3}}})

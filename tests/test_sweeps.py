@@ -364,3 +364,17 @@ def test_bad_variants_are_clear_errors(tmp_path, variants, match):
     path.write_text('[data]\nname = "digits"\n[sweep]\nseeds = [0]\n' + variants + "\n")
     with pytest.raises(SpecError, match=match):
         load_spec(path)
+
+
+def test_objective_respects_min_clean_and_eps_free_metrics():
+    from neurorobust.experiments.sweep import _objective
+    from neurorobust.specs import ObjectiveSpec
+
+    rows = [
+        {"attack": "clean", "metric": "accuracy", "eps": None, "value": 0.75},
+        {"attack": "fgsm-min", "metric": "median_min_eps", "eps": None, "value": 0.2},
+    ]
+    goal = ObjectiveSpec(attack="fgsm-min", metric="median_min_eps", mode="max")
+    assert _objective(rows, goal) == 0.2  # no eps on the row: matches the objective's default eps
+    assert _objective(rows, goal.model_copy(update={"min_clean": 0.8})) is None  # lost its task: not a candidate
+    assert _objective(rows, goal.model_copy(update={"min_clean": 0.7})) == 0.2

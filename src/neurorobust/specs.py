@@ -264,6 +264,9 @@ class ObjectiveSpec(_Strict):
     metric: str = "accuracy"
     eps: float | None = 0.1
     mode: Literal["max", "min"] = "max"
+    min_clean: float | None = Field(
+        default=None, ge=0, le=1, description="a trial whose clean accuracy is below this does not count"
+    )
 
 
 class SearchSpec(_Strict):

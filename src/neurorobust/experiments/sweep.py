@@ -19,6 +19,7 @@ Backends
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import time
@@ -236,11 +237,18 @@ def crashed_payload(exc: BaseException) -> dict[str, Any]:
 
 
 def _objective(rows: list[dict[str, Any]], objective: ObjectiveSpec) -> float | None:
+    """The objective's value among a run's rows; ``None`` when absent or when the run's clean accuracy
+    is below ``objective.min_clean`` (a search never picks a network that lost its task)."""
+    if objective.min_clean is not None:
+        clean = [r["value"] for r in rows if r["attack"] == "clean" and r["metric"] == "accuracy"]
+        if not clean or clean[0] is None or clean[0] < objective.min_clean:
+            return None
     for r in rows:
         if (
             r["attack"] == objective.attack
             and r["metric"] == objective.metric
-            and (objective.eps is None or (r["eps"] is not None and math.isclose(r["eps"], objective.eps)))
+            # a metric without an eps (a minimal eps, a score) matches whatever eps the objective names
+            and (objective.eps is None or r["eps"] is None or math.isclose(r["eps"], objective.eps))
         ):
             return r["value"]
     return None
@@ -339,8 +347,29 @@ def run_sweep(
             from .ray_backend import run_ray_tasks
 
             run_ray_tasks(jobs, runs_dir, experiment, workers, address, on_result)
+    if spec.sweep is not None and spec.sweep.search is not None:
+        report.best = best_variant(store, variants, experiment, spec.sweep.search.objective)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def best_variant(
+    store: ResultsStore, variants: list[Variant], experiment: str, objective: ObjectiveSpec
+) -> dict[str, Any] | None:
+    """The searched variant with the best objective (mean over its seeds), from the store."""
+    scores: dict[str, list[float]] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    for v in variants:
+        run = store.finished_run(v.eval_key, experiment=experiment)
+        value = _objective(store.results(run_id=run["id"]), objective) if run is not None else None
+        key = json.dumps(v.overrides, sort_keys=True, default=str)
+        overrides[key] = v.overrides
+        if value is not None:
+            scores.setdefault(key, []).append(value)
+    if not scores:
+        return None
+    pick = (max if objective.mode == "max" else min)(scores, key=lambda k: sum(scores[k]) / len(scores[k]))
+    return {"config": overrides[pick], "objective": sum(scores[pick]) / len(scores[pick]), "seeds": len(scores[pick])}
 
 
 def _record(

@@ -282,6 +282,7 @@ _CONSTRAINTS = {
     "dec": Interval(float, 0, None),
     "thresholds": SeqC(Interval(float, 0, None, closed="neither"), min_len=1),
     "alpha_scale": Interval(float, 0, None, closed="neither"),
+    "threshold_scale": Interval(float, 0, None, closed="neither"),
     "steps": Interval(int, 1, None),
     "dt": Interval(float, 0, None, closed="neither"),
     "decay": Interval(float, 0, 1, closed="right"),
@@ -301,6 +302,7 @@ def sleep(
     thresholds: Sequence[float] | None = None,
     alpha_scale: float | None = None,
     steps: int | None = None,
+    threshold_scale: float = 1.0,
     dt: float = 0.001,
     decay: float = 0.999,
     seed: int = 0,
@@ -332,6 +334,8 @@ def sleep(
     steps : int, optional
         Sleep length: one training image per step in dataset order, cycling if there are
         fewer images (A: 27,105; B: 3,365).
+    threshold_scale : float, default=1.0
+        Multiplies every threshold (one knob for a parameter search; 1 is the coded set).
     dt : float, default=0.001
         Time step in seconds (input spike probability 2 dt f_max x).
     decay : float, default=0.999
@@ -373,7 +377,8 @@ def sleep(
         if value is not None:
             p[name] = value
     layers = linear_layers(model)
-    betas = [float(b) for b in p["thresholds"]]
+    betas = [float(b) * threshold_scale for b in p["thresholds"]]
+    p["thresholds"] = tuple(betas)  # the report records the thresholds actually used
     if len(betas) != len(layers):
         raise InvalidParameterError(
             "thresholds", "sleep", f"one threshold per weight layer ({len(layers)} for this model)", betas

@@ -25,7 +25,18 @@ from .mlp import MLP
 from .resnet import ResNet
 from .vgg import CEREBELLUM_TRUNK, VGGEncoder, VGGNet
 
-__all__ = ["MLP", "MODELS", "ImageModel", "KuboNet", "MnistCNN", "Normalize", "ResNet", "VGGEncoder", "VGGNet", "create_model"]
+__all__ = [
+    "MLP",
+    "MODELS",
+    "ImageModel",
+    "KuboNet",
+    "MnistCNN",
+    "Normalize",
+    "ResNet",
+    "VGGEncoder",
+    "VGGNet",
+    "create_model",
+]
 
 MODELS = Registry("model")
 
@@ -107,9 +118,7 @@ def vgg_cifar(
 
 
 @MODELS.register("resnet18", paper="He et al. 2016 (ResNet-18 layout; the foveation backbone on caltech10)")
-def resnet18(
-    input_shape: Sequence[int] = (3, 128, 128), num_classes: int = 10, width: int = 64
-) -> nn.Module:
+def resnet18(input_shape: Sequence[int] = (3, 128, 128), num_classes: int = 10, width: int = 64) -> nn.Module:
     """ResNet-18-style: ImageNet stem (7x7/2 conv, 3x3/2 max-pool), 4 stages of 2 basic blocks (w, 2w, 4w, 8w)."""
     return ResNet(input_shape, num_classes, blocks=(2, 2, 2, 2), width=width, stem="imagenet")
 

@@ -85,7 +85,12 @@ class ResNet(ImageModel):
         c = self.input_shape[0]
         layers: list[nn.Module] = [Normalize(_MEAN, _STD)] if c == 3 else []
         if stem == "imagenet":
-            layers += [nn.Conv2d(c, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+            layers += [
+                nn.Conv2d(c, width, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.MaxPool2d(3, 2, 1),
+            ]
         else:
             layers += [nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
         c_in = width

@@ -51,7 +51,10 @@ PUBLISHED = [
         "dataset": "mnist",
         "eps": 0.3,
         "value": 89.0,
-        "note": "not comparable: their CNN (conv32-conv64-fc1024), 100-step PGD with restarts; our rows use other networks",
+        "note": (
+            "not comparable: their CNN (conv32-conv64-fc1024), 100-step PGD with restarts; "
+            "our rows use other networks"
+        ),
     },
     {
         "defence": "Madry et al. 2018 PGD-AT (published)",

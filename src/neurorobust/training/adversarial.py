@@ -45,9 +45,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from ..attacks import ATTACKS, PGD, input_gradient, project
 from ..data import gaussian_blur, gaussian_noise
@@ -192,7 +191,7 @@ ADVERSARIAL_METHODS = ("pgd", "trades", "fgsm-rs")
 
 
 def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor, beta: float) -> torch.Tensor:
-    r"""TRADES: :math:`\mathrm{CE}(z, y) + \beta\,\mathrm{KL}(\mathrm{softmax}(z)\,\|\,\mathrm{softmax}(z'))`, batch mean."""
+    r"""TRADES, batch mean: :math:`\mathrm{CE}(z, y) + \beta\,\mathrm{KL}(p(z)\,\|\,p(z'))`, :math:`p` the softmax."""
     ce = F.cross_entropy(logits_clean, y)
     kl = F.kl_div(F.log_softmax(logits_adv, 1), F.softmax(logits_clean, 1), reduction="batchmean")
     return ce + beta * kl
