@@ -52,8 +52,7 @@ PUBLISHED = [
         "eps": 0.3,
         "value": 89.0,
         "note": (
-            "not comparable: their CNN (conv32-conv64-fc1024), 100-step PGD with restarts; "
-            "our rows use other networks"
+            "not comparable: their CNN (conv32-conv64-fc1024), 100-step PGD with restarts; our rows use other networks"
         ),
     },
     {
