@@ -378,3 +378,48 @@ def test_objective_respects_min_clean_and_eps_free_metrics():
     assert _objective(rows, goal) == 0.2  # no eps on the row: matches the objective's default eps
     assert _objective(rows, goal.model_copy(update={"min_clean": 0.8})) is None  # lost its task: not a candidate
     assert _objective(rows, goal.model_copy(update={"min_clean": 0.7})) == 0.2
+
+
+def test_leaderboard_ranks_mechanisms_against_reference_defences(store):
+    from neurorobust.store import ResultRow
+
+    def record(experiment, model, curve):
+        rows = [ResultRow(experiment, model, "mnist", "clean", "accuracy", 0.98, n=100, seed=0)]
+        rows += [
+            ResultRow(experiment, model, "mnist", "worst-case", "accuracy", v, n=100, eps=e, seed=0)
+            for e, v in curve.items()
+        ]
+        rows.append(
+            ResultRow(
+                experiment,
+                model,
+                "mnist",
+                "checklist",
+                "masking_suspected",
+                0.0,
+                seed=0,
+                params={"verdict": "no masking found"},
+            )
+        )
+        store.record_run(
+            experiment,
+            "sweep",
+            spec={"evaluate": {"suite": "full"}},
+            train_key=model,
+            eval_key=experiment + model,
+            rows=rows,
+            model=model,
+        )
+
+    record("advtrain_mnist", "pgd-at", {0.1: 0.95, 0.2: 0.9, 0.3: 0.85})
+    record("advtrain_mnist", "trades", {0.1: 0.94, 0.2: 0.88, 0.3: 0.80})
+    record("sleep_mnist", "sleep-A", {0.05: 0.7, 0.1: 0.3, 0.2: 0.05, 0.3: 0.0})
+    board = {(b["experiment"], b["defence"]): b for b in leaderboard_rows(store)}
+    sleep = board[("sleep_mnist", "sleep-A")]
+    assert sleep["kind"] == "mechanism" and sleep["at eps"] == "0.2"
+    assert sleep["gap to best reference (pts)"] == "-85.0 vs pgd-at"
+    assert board[("advtrain_mnist", "trades")]["gap to best reference (pts)"] == "-2.0 vs pgd-at"
+    assert board[("advtrain_mnist", "pgd-at")]["kind"] == "reference"
+    published = [b for b in board.values() if b["kind"] == "published"]
+    assert len(published) == 1 and published[0]["worst-case (%)"] == 89.0
+    assert "not comparable" in published[0]["verdict"]
