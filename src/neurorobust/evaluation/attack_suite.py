@@ -599,7 +599,6 @@ def _checklist(
     tick("check: steps, restarts, convergence")
 
     # 4. black-box and transfer attacks do not beat white-box
-    white = [r for r in out.runs if r.white_box and r.eps is not None and math.isclose(r.eps, mid)]
     black = [r for r in out.runs if not r.white_box and r.eps is not None and math.isclose(r.eps, mid)]
     if norm == "linf" and not any(r.key == "square" for r in black):
         sq_idx = probe_idx[: min(100, len(probe_idx))]
@@ -613,13 +612,22 @@ def _checklist(
     white_probe = AttackRun(
         "check:pgd", "pgd", mid, probe_idx, torch.minimum(torch.minimum(a_ok, b_ok), d_ok), a_res, 0.0
     )
+    # every eps where a black-box or transfer attack ran, not only the middle one: a gap at a small
+    # eps is masking too (e.g. ReLU outputs flattening the loss while Square still finds a way)
+    black_all = black + [
+        r for r in out.runs if not r.white_box and r.eps is not None and not math.isclose(r.eps, mid)
+    ]
     gaps = []
-    for bb in black:
+    for bb in black_all:
+        assert bb.eps is not None
         per_point = clean.clone()
-        for w in [*white, white_probe]:
+        same_eps = [r for r in out.runs if r.white_box and r.eps is not None and math.isclose(r.eps, bb.eps)]
+        for w in [*same_eps, *([white_probe] if math.isclose(bb.eps, mid) else [])]:
             per_point[w.idx] = torch.minimum(per_point[w.idx], w.correct)
         excess = float(per_point[bb.idx].mean() - bb.correct.mean())
-        gaps.append((excess - effective_threshold("black-box-vs-white-box", len(bb.idx)), excess, len(bb.idx)))
+        gaps.append(
+            (excess - effective_threshold("black-box-vs-white-box", len(bb.idx)), excess, len(bb.idx), bb.label, bb.eps)
+        )
     worst_gap = max(gaps) if gaps else None
     gap = worst_gap[1] if worst_gap else None
     bb_threshold = effective_threshold("black-box-vs-white-box", worst_gap[2]) if worst_gap else None
@@ -630,8 +638,9 @@ def _checklist(
             gap,
             bb_threshold,
             "A gradient-free (Square) or transfer attack fools points that the white-box attacks "
-            "missed: white-box gradients are unreliable (masking). Report the worst case; try BPDA."
-            if gap is not None
+            "missed: white-box gradients are unreliable (masking). Report the worst case; try BPDA. "
+            f"Largest gap: {worst_gap[3]} at eps={worst_gap[4]:g}."
+            if worst_gap is not None
             else "not applicable: no black-box attack for this norm",
         )
     )

@@ -121,6 +121,12 @@ def jsma_score(l2: torch.Tensor, success: torch.Tensor, dim: int) -> float:
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation over seeds (sd = 0 for one value)."""
+    """Mean and sample standard deviation over seeds (sd = 0 for one value).
+
+    An infinite value (e.g. a median minimal eps when most points are never fooled) makes the mean
+    infinite and the sd undefined (``nan``), without a floating-point warning.
+    """
     v = np.asarray(values, dtype=float)
+    if not np.isfinite(v).all():
+        return float(v.sum()) if not np.isnan(v).any() else float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0

@@ -180,7 +180,8 @@ def minimal_attacks_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[l
     cells: dict[tuple[str, str, str], str] = {}
     for r in picked:
         sd = r["params"].get("sd")
-        cells[(r["model"], r["attack"], r["metric"])] = f"{r['value']:.4g}" + (f" ± {sd:.2g}" if sd else "")
+        shown = f"{r['value']:.4g}" + (f" ± {sd:.2g}" if sd and sd == sd else "")
+        cells[(r["model"], r["attack"], r["metric"])] = shown
     clean = {r["model"]: r["value"] for r in rows if r["attack"] == "clean" and r["metric"] == "accuracy"}
     models = sorted({r["model"] for r in picked})
     header = ["model", "clean acc (%)"] + [f"{a} {m}" for a, m in columns]
