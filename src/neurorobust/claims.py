@@ -165,18 +165,22 @@ def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Ju
         return Judgement(claim, ours, "not judged", None)
     if ours is None or (isinstance(ours, float) and math.isnan(ours)):
         return Judgement(claim, ours, "not run", None)
-    if not claim.comparable:
-        return Judgement(claim, ours, "not comparable", None)
     assert claim.value is not None
     if claim.kind in ("relative", "direction"):
         if baseline is None or baseline == 0:
             return Judgement(claim, None, "not run", None)
         ratio = ours / baseline
+        if math.isnan(ratio):  # e.g. both infinite: no minimal eps found for either model
+            return Judgement(claim, ratio, "not judged", None)
+        if not claim.comparable:
+            return Judgement(claim, ratio, "not comparable", None)
         same_direction = (ratio - 1) * (claim.value - 1) > 0 or claim.value == 1
         if claim.kind == "direction":
             return Judgement(claim, ratio, "reproduced" if same_direction else "not reproduced", None)
         ok = same_direction and abs(ratio - claim.value) <= 0.25 * abs(claim.value)
         return Judgement(claim, ratio, "reproduced" if ok else "not reproduced", 0.25 * abs(claim.value))
+    if not claim.comparable:
+        return Judgement(claim, ours, "not comparable", None)
     tol = _tolerance(claim)
     return Judgement(claim, ours, "reproduced" if abs(ours - claim.value) <= tol else "not reproduced", tol)
 
