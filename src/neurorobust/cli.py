@@ -337,6 +337,7 @@ def _print_paper_tables(st: Any, experiment: str) -> None:
     from .report.build import claims_table, latest_rows, minimal_attacks_table
 
     rows = latest_rows(st.results(experiment=experiment, done_only=True))
+    out = console if console.is_terminal else Console(width=260)  # logs: one line per row, not folded columns
     for title, table in (
         ("Minimal-perturbation attacks (mean ± sd over seeds)", minimal_attacks_table(rows)),
         ("Paper claims next to our numbers", claims_table(experiment, rows)),
@@ -349,7 +350,7 @@ def _print_paper_tables(st: Any, experiment: str) -> None:
             t.add_column(h, overflow="fold")
         for row in body:
             t.add_row(*row)
-        console.print(t)
+        out.print(t)
 
 
 def _sweep(
