@@ -176,6 +176,51 @@ def test_fit_refuses_nan_and_bad_parameters():
         fit(model, torch.rand(10, 1, 8, 8), torch.zeros(10, dtype=torch.long), epochs=-1)
 
 
+def test_augment_batch_crops_and_flips_within_the_padded_image():
+    from neurorobust.training import augment_batch
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(augment_batch(x, "none", g), x)
+    flips = [augment_batch(x, "flip", g) for _ in range(20)]
+    assert all(torch.equal(f[i], x[i]) or torch.equal(f[i], x[i].flip(2)) for f in flips for i in range(2))
+    assert any(not torch.equal(f, x) for f in flips)
+    for _ in range(20):  # pad 1 on an 8-pixel image: every crop is the image shifted by at most 1 pixel
+        out = augment_batch(x, "crop-flip", g)
+        assert out.shape == x.shape
+        for i in range(2):
+            shifts = [
+                torch.nn.functional.pad(x[i], (1, 1, 1, 1))[:, r : r + 8, c : c + 8] for r in range(3) for c in range(3)
+            ]
+            assert any(torch.equal(out[i], s) or torch.equal(out[i], s.flip(2)) for s in shifts)
+    with pytest.raises(InvalidParameterError, match="augment"):
+        augment_batch(x, "rotate", g)
+
+
+def test_fit_calls_the_model_epoch_hook_and_adds_its_penalty():
+    class Hooked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 2)
+            self.epochs_seen: list[int] = []
+
+        def forward(self, x):
+            return self.lin(x.flatten(1))
+
+        def on_epoch_start(self, x, epoch):
+            self.epochs_seen.append(epoch)
+
+        def training_penalty(self, x, logits):
+            return 100.0 * self.lin.weight.pow(2).sum()  # pulls every weight to zero
+
+    torch.manual_seed(0)
+    model = Hooked()
+    x, y = torch.rand(32, 1, 2, 2), torch.randint(0, 2, (32,))
+    fit(model, x, y, epochs=3, optimizer="sgd", momentum=0.0, lr=0.004, batch_size=8)
+    assert model.epochs_seen == [0, 1, 2]
+    assert float(model.lin.weight.abs().max()) < 0.05
+
+
 @pytest.mark.slow
 def test_cnn_one_epoch_reaches_97_percent_on_mnist():
     from neurorobust.data import load_dataset

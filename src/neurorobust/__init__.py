@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from . import mechanisms as _mechanisms  # noqa: F401  (mechanism modules register their models too)
 from .api import declare, evaluate, load, train
 
 __all__ = ["__version__", "declare", "evaluate", "load", "train"]

@@ -143,6 +143,9 @@ class TrainSpec(_Strict):
     gamma: float = Field(default=0.1, gt=0, le=1)
     temperature: float = Field(default=1.0, gt=0, description="softmax temperature of the ce loss (distillation)")
     adversarial: AdversarialSpec | None = None
+    augment: Literal["none", "flip", "crop-flip"] = Field(
+        default="none", description="random training augmentation (crop-flip: pad W/8, random crop, h-flip)"
+    )
 
     @field_validator("milestones")
     @classmethod
@@ -474,7 +477,11 @@ def train_key(spec: ExperimentSpec) -> str:
     d = spec.model_dump(mode="json")
     data = {k: v for k, v in d["data"].items() if k != "data_dir"}
     # options added later hash only when set, so adding one leaves existing checkpoints valid
-    train = {k: v for k, v in d["train"].items() if not (k == "adversarial" and v is None)}
+    train = {
+        k: v
+        for k, v in d["train"].items()
+        if not ((k == "adversarial" and v is None) or (k == "augment" and v == "none"))
+    }
     return _digest([data, d["model"], d["mechanism"], train, d["seed"], CACHE_VERSION])
 
 

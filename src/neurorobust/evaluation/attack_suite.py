@@ -614,9 +614,7 @@ def _checklist(
     )
     # every eps where a black-box or transfer attack ran, not only the middle one: a gap at a small
     # eps is masking too (e.g. ReLU outputs flattening the loss while Square still finds a way)
-    black_all = black + [
-        r for r in out.runs if not r.white_box and r.eps is not None and not math.isclose(r.eps, mid)
-    ]
+    black_all = black + [r for r in out.runs if not r.white_box and r.eps is not None and not math.isclose(r.eps, mid)]
     gaps = []
     for bb in black_all:
         assert bb.eps is not None

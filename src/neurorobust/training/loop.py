@@ -21,7 +21,7 @@ from ..errors import InvalidParameterError
 from ..modes import eval_mode
 from ..validation import Interval, Options, validate_params
 
-__all__ = ["History", "ProgressFn", "fit", "loss_fn", "lr_at", "predict_logits"]
+__all__ = ["History", "ProgressFn", "augment_batch", "fit", "loss_fn", "lr_at", "predict_logits"]
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -73,6 +73,31 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor, kind: str = "ce", temperature
     raise InvalidParameterError("loss", "loss_fn", "'ce', 'mse' or 'mse-sum'", kind)
 
 
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Random training augmentation of a batch, drawn per image from ``generator``.
+
+    ``none``: unchanged. ``flip``: horizontal flip with probability 1/2. ``crop-flip``: zero-pad by
+    ``max(1, W // 8)`` pixels (4 for 32 x 32, the usual CIFAR-10 recipe), take a random crop of the
+    original size, then flip as above.
+    """
+    if kind == "none":
+        return x
+    n, _, h, w = x.shape
+    if kind == "crop-flip":
+        pad = max(1, w // 8)
+        padded = F.pad(x, (pad, pad, pad, pad))
+        top = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        left = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (top[:, None] + torch.arange(h)[None, :]).to(x.device)  # (n, h)
+        cols = (left[:, None] + torch.arange(w)[None, :]).to(x.device)  # (n, w)
+        batch = torch.arange(n, device=x.device)[:, None, None]
+        x = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    elif kind != "flip":
+        raise InvalidParameterError("augment", "augment_batch", "'none', 'flip' or 'crop-flip'", kind)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Logits of ``model`` on ``x`` in eval mode (mode restored afterwards)."""
@@ -110,6 +135,7 @@ _CONSTRAINTS = {
     "weight_decay": Interval(float, 0, None),
     "l1": Interval(float, 0, None),
     "temperature": Interval(float, 0, None, closed="neither"),
+    "augment": Options(["none", "flip", "crop-flip"]),
 }
 
 
@@ -132,6 +158,7 @@ def fit(
     seed: int = 0,
     temperature: float = 1.0,
     adversarial: Any = None,
+    augment: str = "none",
     x_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
@@ -172,10 +199,20 @@ def fit(
         or fast FGSM with a random start, e.g. ``{"method": "pgd", "eps": 0.3, "steps": 40}``;
         replaces ``loss``. The fast variant holds out a batch of the training images and stops
         when PGD accuracy on it collapses (history: ``heldout_pgd_acc``, ``collapsed``).
+    augment : {'none', 'flip', 'crop-flip'}, default='none'
+        Random augmentation of each training batch (:func:`augment_batch`).
     x_val, y_val : torch.Tensor, optional
         Held-out data whose accuracy is recorded each epoch.
     progress : callable, optional
         Called with ``{"stage": "train", "epoch", "epochs", "step", "steps", "loss", "acc"}``.
+
+    Notes
+    -----
+    Mechanisms that need more than a loss on the logits declare it on the model, and the loop
+    calls it: ``model.on_epoch_start(x, epoch)`` before each epoch (e.g. the spectral regulariser
+    recomputes its eigenbasis on the training set), and ``model.training_penalty(xb, logits)`` adds
+    a scalar to each batch's loss (spectral, Jacobian penalties). Only parameters with
+    ``requires_grad`` are optimised, so frozen layers (buffers or ``requires_grad=False``) stay fixed.
     """
     validate_params("fit", _CONSTRAINTS, locals())
     if x.dim() != 4 or len(x) != len(y):
@@ -199,7 +236,12 @@ def fit(
     last_good = None
     steps = math.ceil(len(x) / batch_size)
     history = History()
+    aug_gen = torch.Generator().manual_seed(seed + 2)
+    epoch_hook = getattr(model, "on_epoch_start", None)
+    penalty = getattr(model, "training_penalty", None)
     for epoch in range(epochs):
+        if callable(epoch_hook):
+            epoch_hook(x, epoch)
         rate = lr_at(epoch, base=lr, epochs=epochs, schedule=schedule, milestones=milestones, gamma=gamma)
         for group in opt.param_groups:
             group["lr"] = rate
@@ -208,12 +250,14 @@ def fit(
         order = torch.randperm(len(x), generator=gen)
         for step in range(steps):
             idx = order[step * batch_size : (step + 1) * batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
+            xb, yb = augment_batch(x[idx], augment, aug_gen).to(device), y[idx].to(device)
             if objective is not None:
                 batch_loss, logits = objective(model, xb, yb, adv_gen)
             else:
                 logits = model(xb)
                 batch_loss = loss_fn(logits, yb, loss, temperature)
+            if callable(penalty):
+                batch_loss = batch_loss + penalty(xb, logits)
             if l1:
                 batch_loss = batch_loss + l1 * sum(p.abs().sum() for p in params if p.dim() > 1)
             opt.zero_grad(set_to_none=True)

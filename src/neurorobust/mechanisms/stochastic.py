@@ -1,0 +1,1 @@
+"""Placeholder: being written (see the matching issue). Registers nothing yet."""
