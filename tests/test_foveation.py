@@ -1,0 +1,334 @@
+"""Foveation front-ends (Vuyyuru et al. 2020; Burhanpurkar 2021): geometry, samplers, models, declarations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from neurorobust.attacks import PGD, auto_wrap
+from neurorobust.attacks.wrappers import BPDA
+from neurorobust.errors import InvalidParameterError
+from neurorobust.evaluation.metrics import adversarial_accuracy
+from neurorobust.mechanisms.foveation import (
+    CorticalSampler,
+    FixationNet,
+    MultiGazeNet,
+    ParallelSTN,
+    RetinalSampler,
+    bilinear_sample,
+    coarse_crop,
+    coarse_size,
+    cortical_geometry,
+    crop_theta,
+    discrete_sample,
+    five_points,
+    fixation_offset,
+    retinal_constants,
+    retinal_radii,
+    retinal_source,
+    stn_theta,
+)
+from neurorobust.models import MODELS, create_model
+
+
+def _tiny(frontend: str, size: int = 32, **kw):
+    torch.manual_seed(0)
+    return create_model("foveated", input_shape=(3, size, size), frontend=frontend, backbone="resnet20", width=4, **kw)
+
+
+# ----------------------------------------------------------------------------- retinal geometry
+
+
+def test_constants_match_the_recomputed_values_of_notes():
+    a, b = retinal_constants(320)
+    assert a == pytest.approx(0.003040, abs=2e-6) and b == pytest.approx(0.4924, abs=2e-4)
+    a, b = retinal_constants(32)
+    assert a == pytest.approx(0.03449, abs=2e-5) and b == pytest.approx(0.5264, abs=2e-4)
+
+
+@pytest.mark.parametrize("size", [32, 128, 320])
+def test_fovea_is_magnified_about_twice_and_the_last_radius_reaches_the_edge(size):
+    a, b = retinal_constants(size)
+    assert 1.8 < 1 / b < 2.1  # g'(0) = B: two output pixels per source pixel at the fovea
+    r = retinal_radii(size)
+    assert len(r) == size // 2 and r[0] == 0 and r[-1] == pytest.approx(size / 2, rel=1e-6)  # Brent's root
+    g_edge = a * (size // 2 - 1) ** 2 + b * (size // 2 - 1)
+    assert g_edge == pytest.approx(size / 2, rel=0.08)  # the fitted quadratic maps the last output radius near the edge
+
+
+@pytest.mark.parametrize("size", [32, 128])
+def test_sampling_density_falls_monotonically_with_radius(size):
+    a, b = retinal_constants(size)
+    rp = np.arange(size // 2)
+    spacing = 2 * a * rp + b  # source pixels per output pixel, g'(r'), grows with r'
+    assert np.all(np.diff(spacing) > 0)
+    assert np.all(np.diff(retinal_radii(size), 2) > 0)  # the coded radii spread out too
+    # measured on the grid: along a ray from the fovea, the source step between output pixels grows
+    src = retinal_source(size, torch.zeros(1, 2))[0]
+    row = src[size // 2, size // 2 :, 1].numpy()  # columns right of the centre
+    steps = np.diff(row)
+    assert np.all(steps > 0) and steps[-2] > 1.5 * steps[0]
+
+
+def test_grid_stays_inside_the_padded_image_for_every_test_fixation():
+    size = 128
+    gazes = five_points(fixation_offset("retinal", size))
+    src = retinal_source(size, gazes)
+    assert src.shape == (5, size, size, 2)
+    assert float(src.min()) >= 0 and float(src.max()) <= size + 2
+    # centre gaze: as coded, output pixel (N-1)/2 reads padded (N/2, N/2), i.e. image pixel N/2 - 2
+    centre = retinal_source(size, torch.tensor([[0.0, 0.0]]))[0]
+    a, b = retinal_constants(size)
+    d = torch.tensor([0.5, 0.5])  # output pixel (N/2, N/2) is half a pixel from the centre (N-1)/2
+    r = float(d.norm())
+    assert torch.allclose(centre[size // 2, size // 2], size / 2 + (a * r**2 + b * r) * d / r)
+    assert torch.allclose(centre[0, 0], torch.zeros(2))  # the corners clip to the padded border
+
+
+# ----------------------------------------------------------------------------- samplers
+
+
+def test_bilinear_equals_the_thesis_hand_formula():
+    gen = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 2, 9, 11, generator=gen)
+    pts = [(2.3, 4.7), (0.5, 0.5), (7.9, 9.01), (4.0, 6.25)]  # (row y, col x)
+    coords = torch.tensor(pts).view(1, 1, len(pts), 2)
+    got = bilinear_sample(img, coords)[0, :, 0]
+    for k, (y, x) in enumerate(pts):
+        x0, y0 = math.floor(x), math.floor(y)
+        p11, p12 = img[0, :, y0, x0], img[0, :, y0 + 1, x0]  # (floor x, floor y), (floor x, floor y + 1)
+        p21, p22 = img[0, :, y0, x0 + 1], img[0, :, y0 + 1, x0 + 1]
+        p1 = (x0 + 1 - x) * p11 + (x - x0) * p21
+        p2 = (x0 + 1 - x) * p12 + (x - x0) * p22
+        want = (y0 + 1 - y) * p1 + (y - y0) * p2
+        assert torch.allclose(got[:, k], want, atol=1e-6)
+
+
+def test_bilinear_equals_discrete_on_integer_coordinates():
+    gen = torch.Generator().manual_seed(1)
+    img = torch.rand(2, 3, 12, 12, generator=gen)
+    coords = torch.randint(0, 12, (2, 5, 6, 2), generator=gen).float()
+    for rounding in ("round", "floor"):
+        assert torch.allclose(bilinear_sample(img, coords), discrete_sample(img, coords, rounding), atol=1e-6)
+
+
+def test_discrete_rounds_half_to_even_as_coded_and_truncates_as_an_option():
+    img = torch.arange(10.0).view(1, 1, 1, 10)
+    coords = torch.tensor([[[[0.0, 2.5], [0.0, 3.5], [0.0, 4.6]]]])
+    assert discrete_sample(img, coords, "round").flatten().tolist() == [2.0, 4.0, 5.0]
+    assert discrete_sample(img, coords, "floor").flatten().tolist() == [2.0, 3.0, 4.0]
+    with pytest.raises(InvalidParameterError, match="'rounding' parameter"):
+        discrete_sample(img, coords, "ceil")
+
+
+def test_retinal_sampler_discrete_is_the_rounded_bilinear_grid():
+    x = torch.rand(2, 3, 32, 32)
+    gaze = torch.tensor([[0.0, 0.0], [-8.0, 8.0]])
+    d = RetinalSampler(32, "discrete")(x, gaze)
+    src = retinal_source(32, gaze).round()
+    b = bilinear_sample(F.pad(x, (2, 2, 2, 2)), src)
+    assert torch.allclose(d, b, atol=1e-5)  # grid_sample's float32 normalisation
+
+
+def test_cortical_scales_are_blurred_subsampled_crops_of_equal_side():
+    sides, radii = cortical_geometry(128)
+    assert sides == (16, 32, 64, 96) and radii == (1, 2, 4, 6)
+    assert cortical_geometry(320) == ((40, 80, 160, 240), (1, 2, 4, 6))
+    assert cortical_geometry(32) == ((15, 30), (1, 2))
+    sampler = CorticalSampler(128)
+    out = sampler(torch.rand(2, 3, 128, 128), [16, -16])
+    assert [tuple(o.shape[-2:]) for o in out] == [(16, 16)] * 4
+    flat = torch.full((1, 3, 128, 128), 0.5)
+    inner = sampler(flat, [0, 0])[3][..., 4:-4, 4:-4]  # away from the zero-padded border: blur keeps a flat image
+    assert torch.allclose(inner, torch.full_like(inner, 0.5), atol=1e-5)
+    # radius 1: sigma 0.5 blur of the 16-px crop, every pixel kept
+    x = torch.rand(1, 3, 128, 128)
+    assert torch.allclose(sampler(x, [0, 0])[0], _blur_ref(coarse_crop(x, [0, 0], 16), 0.5), atol=1e-5)
+
+
+def _blur_ref(img, sigma):
+    t = torch.arange(-4 * sigma, 4 * sigma + 1)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    k2 = (k[:, None] * k[None, :]).expand(3, 1, -1, -1)
+    return F.conv2d(img, k2, padding=len(k) // 2, groups=3)
+
+
+def test_coarse_crop_and_the_five_points():
+    assert five_points(5).tolist() == [[0, 0], [-5, 5], [5, -5], [-5, -5], [5, 5]]
+    assert coarse_size(128) == 90 and coarse_size(32) == 24 and coarse_size(320) == 224
+    assert [fixation_offset(f, 320) for f in ("coarse", "retinal", "cortical")] == [48, 80, 40]
+    assert [fixation_offset(f, 128) for f in ("coarse", "retinal", "cortical")] == [19, 32, 16]
+    assert [fixation_offset(f, 32) for f in ("coarse", "retinal", "cortical")] == [4, 8, 1]
+    x = torch.rand(1, 3, 128, 128)
+    assert torch.equal(coarse_crop(x, [-19, 19], 90), x[..., 0:90, 38:128])
+    assert torch.equal(coarse_crop(x, [0, 0], 90), x[..., 19:109, 19:109])
+
+
+@pytest.mark.parametrize("frontend", ["coarse", "retinal", "cortical"])
+def test_test_logits_average_the_five_fixed_points(frontend):
+    net = _tiny(frontend).eval()
+    x = torch.rand(3, 3, 32, 32)
+    g = net.g
+    with torch.no_grad():
+        each = [net._glimpse_logits(x, p) for p in ([0, 0], [-g, g], [g, -g], [-g, -g], [g, g])]
+        assert torch.allclose(net(x), torch.stack(each).mean(0), atol=1e-6)
+
+
+def test_training_draws_random_fixations_in_the_central_box():
+    net = _tiny("retinal")
+    torch.manual_seed(3)
+    gaze = net._random_gaze(2000)
+    assert gaze.min() == -net.g and gaze.max() == net.g - 1  # U{-g..g-1} per image, as coded
+    net.train()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(net(x), net(x))  # random in training
+        net.eval()
+        assert torch.equal(net(x), net(x))  # fixed points at test time: deterministic, no EOT needed
+    assert not getattr(net, "is_stochastic", False)
+
+
+# ----------------------------------------------------------------------------- gradients
+
+
+def test_front_ends_are_differentiable_gradcheck():
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+    gaze = torch.tensor([[2.0, -3.0]], dtype=torch.float64)
+    bil = RetinalSampler(16, "bilinear")
+    assert torch.autograd.gradcheck(lambda t: bil(t, gaze), (x,), eps=1e-6, atol=1e-5)
+    disc = RetinalSampler(16, "discrete")
+    assert torch.autograd.gradcheck(lambda t: disc(t, gaze), (x,), eps=1e-6, atol=1e-5)  # a selection
+    cort = CorticalSampler(16, sides=(4, 8), radii=(1, 2)).double()
+    assert torch.autograd.gradcheck(lambda t: torch.cat([o.flatten() for o in cort(t, [1, -1])]), (x,), eps=1e-6)
+    # bilinear retinal sampling is differentiable in the gaze too (multi-gaze learns it)
+    g = gaze.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda gz: bil(x.detach(), gz), (g,), eps=1e-6, atol=1e-4)
+    theta = torch.tensor([[[0.6, 0.1, 0.2], [-0.1, 0.7, -0.1]]], dtype=torch.float64, requires_grad=True)
+    grid = lambda th: F.affine_grid(th, [1, 1, 6, 6], align_corners=False)  # noqa: E731
+    assert torch.autograd.gradcheck(
+        lambda t, th: F.grid_sample(t, grid(th), align_corners=False), (x, theta), eps=1e-6, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    "frontend,kw",
+    [
+        ("coarse", {}),
+        ("retinal", {"sampling": "discrete"}),
+        ("retinal", {"sampling": "bilinear"}),
+        ("cortical", {}),
+        ("stn", {"transform": "affine"}),
+        ("stn", {"transform": "attention"}),
+        ("multigaze", {}),
+        ("retinal", {"combine": "concat"}),
+    ],
+)
+def test_every_model_has_finite_nonzero_input_gradients(frontend, kw):
+    net = _tiny(frontend, **kw).eval()
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    out = net(x)
+    assert out.shape == (2, 10)
+    (g,) = torch.autograd.grad(F.cross_entropy(out, torch.tensor([1, 2])), x)
+    assert torch.isfinite(g).all() and (g.abs().sum(dim=(1, 2, 3)) > 0).all()
+
+
+def test_discrete_declares_a_straight_through_bpda_surrogate_and_the_engine_uses_it():
+    disc, bil = _tiny("retinal", sampling="discrete").eval(), _tiny("retinal", sampling="bilinear").eval()
+    assert getattr(bil, "bpda_surrogate", None) is None and getattr(_tiny("coarse"), "bpda_surrogate", None) is None
+    assert getattr(_tiny("retinal", sampling="discrete", bpda=False), "bpda_surrogate", None) is None
+    surrogate = disc.bpda_surrogate()
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    with torch.no_grad():
+        assert torch.allclose(surrogate(x), disc(x))  # forward: the discrete network itself
+    (g_st,) = torch.autograd.grad(surrogate(x).sum(), x)
+    (g_exact,) = torch.autograd.grad(disc(x).sum(), x)
+    assert (g_st != 0).sum() > (g_exact != 0).sum()  # backward: bilinear weights spread to neighbours
+    assert isinstance(auto_wrap(PGD(steps=2), disc), BPDA) and isinstance(auto_wrap(PGD(steps=2), bil), PGD)
+
+
+# ----------------------------------------------------------------------------- STN and multi-gaze
+
+
+def test_stn_identity_returns_the_input_and_crop_parameters_return_the_crop():
+    net = ParallelSTN((3, 32, 32), 10, backbone="resnet20", backbone_params={"width": 4}, glimpse=32)
+    x = torch.rand(2, 3, 32, 32)
+    ident = torch.tensor([1.0, 0, 0, 0, 1, 0]).expand(2, 5, 6)
+    out = net.glimpses(x, stn_theta(ident, "affine"))
+    assert torch.allclose(out, x[:, None].expand_as(out), atol=1e-5)
+    net24 = ParallelSTN((3, 32, 32), 10, transform="attention", backbone="resnet20", backbone_params={"width": 4})
+    assert net24.glimpse == 24
+    for offset in ([0, 0], [-4, 4], [4, 4]):
+        p = torch.tensor(crop_theta(32, 24, offset)).expand(2, 5, 4)
+        got = net24.glimpses(x, stn_theta(p, "attention"))[:, 0]
+        assert torch.allclose(got, coarse_crop(x, offset, 24), atol=1e-5)
+    # untrained, the transforms are the five fixed crops (zero-initialised localisation head)
+    with torch.no_grad():
+        theta = net24.thetas(x)
+    assert torch.allclose(theta[0, 1], stn_theta(torch.tensor(crop_theta(32, 24, [-4, 4])), "attention"), atol=1e-6)
+    assert net.n_params == 6 and net24.n_params == 4
+
+
+def test_multigaze_starts_at_the_five_points_and_learns_its_gazes():
+    net = MultiGazeNet((3, 32, 32), 10, backbone="resnet20", backbone_params={"width": 4}, gaze_l2=0.01, glimpse=16)
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        gaze = net.gaze(x)
+    assert torch.allclose(gaze[0], five_points(8), atol=1e-4)
+    net.train()
+    logits = net(x)
+    loss = F.cross_entropy(logits, torch.arange(4)) + net.training_penalty(x, logits)
+    loss.backward()
+    assert net.training_penalty(x, logits) > 0
+    assert net.loc.net.head.weight.grad.abs().sum() > 0  # the gaze network gets a gradient through the sampler
+
+
+# ----------------------------------------------------------------------------- errors and registry
+
+
+def test_bad_parameters_give_one_clear_error():
+    with pytest.raises(InvalidParameterError, match="'offset' parameter of FixationNet"):
+        FixationNet((3, 32, 32), 10, frontend="retinal", backbone="resnet20", offset=16)  # fixation outside
+    with pytest.raises(InvalidParameterError, match="'offset' parameter of FixationNet"):
+        FixationNet((3, 32, 32), 10, frontend="coarse", backbone="resnet20", offset=5)  # crops leave the image
+    with pytest.raises(InvalidParameterError, match="'offset' parameter of coarse_crop"):
+        coarse_crop(torch.rand(1, 3, 32, 32), [5, 0], 24)
+    with pytest.raises(InvalidParameterError, match="no zero scales"):
+        CorticalSampler(32, sides=(8, 16), radii=(0, 2))
+    with pytest.raises(InvalidParameterError, match="'sides' parameter"):
+        CorticalSampler(32, sides=(8, 64), radii=(1, 2))
+    with pytest.raises(InvalidParameterError, match="'frontend' parameter of foveated"):
+        create_model("foveated", frontend="fovea")
+    with pytest.raises(InvalidParameterError, match="'sampling' parameter of FixationNet"):
+        create_model("foveated", input_shape=(3, 32, 32), backbone="resnet20", sampling="nearest")
+    with pytest.raises(InvalidParameterError, match="'g' parameter of five_points"):
+        five_points(float("nan"))
+    with pytest.raises(InvalidParameterError, match="'glimpse' parameter of MultiGazeNet"):
+        MultiGazeNet((3, 32, 32), 10, backbone="resnet20", glimpse=12)
+    with pytest.raises(InvalidParameterError, match="'x' parameter"):
+        _tiny("retinal")(torch.rand(2, 3, 28, 28))
+    with pytest.raises(InvalidParameterError, match="'size' parameter"):
+        retinal_constants(0)
+
+
+def test_registry_and_the_control():
+    assert "foveated" in MODELS and "resnet18_s1" in MODELS
+    plain = _tiny("none")
+    assert type(plain).__name__ == "ResNet"
+    cort = _tiny("cortical")
+    assert len(cort.scales) == 2 and cort.scales[0].features[1].out_channels == round(22 / 16 * 4)
+
+
+def test_adversarial_accuracy_is_the_stored_robust_accuracy():
+    net = _tiny("retinal", sampling="bilinear").eval()
+    x, y = torch.rand(20, 3, 32, 32), torch.randint(0, 10, (20,))
+    res = PGD(steps=3, random_start=False, early_stop=True)(net, x, y, eps=0.01, generator=torch.Generator())
+    with torch.no_grad():
+        clean_ok = net(x).argmax(1) == y
+    m, a = int((~clean_ok).sum()), int((res.success & clean_ok).sum())
+    assert adversarial_accuracy(m, a, len(y)) == pytest.approx(res.robust_accuracy)
