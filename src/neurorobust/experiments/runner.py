@@ -95,6 +95,10 @@ def train_stage(
     folder = (runs_dir or default_runs_dir()) / "checkpoints"
     key = train_key(spec)
     model = build_model(spec, dataset)
+    if spec.mechanism is not None:  # a mechanism that changes the architecture builds the shape its checkpoint has
+        build = getattr(MECHANISMS.get(spec.mechanism.name).constructor, "architecture", None)
+        if build is not None:
+            model = build(model, dataset, **{"seed": spec.seed, **spec.mechanism.params})
     meta = None if force else load_checkpoint(folder, key, model)
     cached = meta is not None
     if meta is None:
