@@ -480,6 +480,61 @@ def report(
     console.print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")
 
 
+@app.command("spectrum")
+def spectrum_cmd(
+    spec: Path,
+    layer: Annotated[str, typer.Option("--layer", help="sub-module whose output is measured (e.g. hidden)")],
+    variant: Annotated[str | None, typer.Option(help="sweep variant label (default: every variant)")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed (default: each variant's first)")] = None,
+    samples: Annotated[int, typer.Option(help="images of the evaluated split")] = 10000,
+    ranks: Annotated[str, typer.Option(help="rank range of the fit, LOW-HIGH")] = "11-500",
+    out: Annotated[Path, typer.Option(help="folder for the plot")] = Path("reports/spectra"),
+    full: FullOpt = False,
+) -> None:
+    """Alpha of a layer's covariance spectrum for SPEC's model(s) (trained or loaded from the cache), and a plot."""
+    from .mechanisms.spectra import plot_spectra, spectra_of_spec
+    from .specs import load_spec
+
+    try:
+        lo, hi = (int(r) for r in ranks.split("-"))
+    except ValueError:
+        raise SpecError(f"--ranks must read LOW-HIGH, e.g. 11-500; got {ranks!r}.") from None
+    if samples < 2:
+        raise SpecError(f"--samples must be >= 2, got {samples}.")
+    loaded = load_spec(spec, full=full)
+    with _RichProgress() as progress:
+        results = spectra_of_spec(
+            loaded, layer, variant=variant, seed=seed, samples=samples, ranks=(lo, hi), progress=progress
+        )
+    table = Table(title=f"{loaded.name}: spectrum of {layer!r} (alpha = -slope of log lambda_n/lambda_1 vs log n)")
+    for col in ("model", "seed", "alpha", "fit se", "ranks", "R^2", "samples", "units", "warnings"):
+        table.add_column(col, overflow="fold")
+    for label, (vspec, res) in results.items():
+        table.add_row(
+            *(
+                Text(c)
+                for c in (
+                    label,
+                    str(vspec.seed),
+                    f"{res.alpha:.4f}",
+                    f"{res.fit.alpha_se:.4f}",
+                    f"{res.fit.ranks[0]}-{res.fit.ranks[1]}",
+                    f"{res.fit.r2:.4f}",
+                    str(res.samples),
+                    str(res.units),
+                    "; ".join(res.warnings),
+                )
+            )
+        )
+    console.print(table)
+    path = plot_spectra(
+        {label: res for label, (_, res) in results.items()},
+        out / f"{loaded.name}_{layer.replace('.', '_')}.png",
+        title=f"{loaded.name}: {layer}",
+    )
+    console.print(f"plot: {path}")
+
+
 @app.command()
 def demo(
     store: StoreOpt = None,

@@ -149,6 +149,9 @@ def evaluate(
     rows.append(
         ResultRow(**base, attack="clean", metric="balanced_accuracy", value=balanced_accuracy(logits, y), n=len(y))
     )
+    measure = getattr(model, "evaluation_rows", None)
+    if callable(measure):  # model-declared measurements, e.g. the spectrum's alpha (mechanisms/spectra.py)
+        rows += [ResultRow(**base, **fields) for fields in measure(dataset)]
     tick("clean")
     gen = torch.Generator().manual_seed(seed)
     for sigma in spec.noise_sigmas:

@@ -112,6 +112,10 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
             for r in other
         ]
         items.append(("table", "Other metrics", (["model", "attack", "metric", "eps", "value", "n"], body)))
+    if any(r["attack"] == "spectrum" for r in rows):  # representation spectra and robustness vs alpha
+        from ..mechanisms.spectra import report_items
+
+        items += report_items(store.results(experiment=experiment, done_only=True), outdir)
     claims = claims_table(experiment, rows)
     if claims is not None:
         items.append(("table", "Paper claims next to our numbers", claims))
