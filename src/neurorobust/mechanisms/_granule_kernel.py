@@ -42,6 +42,12 @@ from numba import njit, prange
 
 __all__ = ["backward", "forward", "set_threads"]
 
+# numba's OpenMP threading layer and torch's OpenMP runtime do not mix: once numba started its OpenMP
+# pool, every later torch op in the process took ~15 ms (measured: a 100k-element sqrt, 0.02 ms before).
+# Its own workqueue pool has no such clash; an explicit NUMBA_THREADING_LAYER is respected.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
+
 R = 8  # cells per block
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # reassociation for vector sums; NaN/inf semantics kept
 

@@ -107,13 +107,13 @@ def fused_available() -> bool:
 
 
 def synapse_budget_width(k: int, budget: float = 4.8e6, num_classes: int = 10) -> int:
-    """Granule cells at a fixed synapse budget: ``m = budget / (k + 2 c)`` (the paper's sparsity sweep).
+    """Granule cells at a fixed synapse budget: ``m = round(budget / (k + 2 c))`` (the paper's sparsity sweep).
 
     >>> [synapse_budget_width(k) for k in (1, 4, 784)]
     [228571, 200000, 5970]
     """
     validate_params("synapse_budget_width", {"k": Interval(int, 1, None)}, {"k": k})
-    return int(budget / (k + 2 * num_classes))
+    return round(budget / (k + 2 * num_classes))
 
 
 def draw_granule_inputs(

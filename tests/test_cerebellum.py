@@ -1,0 +1,245 @@
+"""Cerebellum family (Liu, Li & Chen): granule layer, LTD, Purkinje read-out, fused kernel, heads, configs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from neurorobust.data import load_dataset
+from neurorobust.errors import InvalidParameterError
+from neurorobust.mechanisms import MECHANISMS
+from neurorobust.mechanisms.cerebellum import (
+    LTD,
+    CerebellumNet,
+    FrozenEncoder,
+    GranuleLayer,
+    cerebellum_head,
+    draw_granule_inputs,
+    fused_available,
+    synapse_budget_width,
+)
+from neurorobust.models import MODELS, create_model
+from neurorobust.specs import load_spec
+from neurorobust.training import fit
+from neurorobust.training.loop import predict_logits
+
+REPO = Path(__file__).resolve().parents[1]
+needs_numba = pytest.mark.skipif(not fused_available(), reason="numba not installed (a core dependency)")
+
+
+def _twins(**kw):
+    """The same network (same J, W, mu) on each backend."""
+    torch.manual_seed(0)
+    nets = {"torch": CerebellumNet(backend="torch", **kw)}
+    for b in ("dense", "fused"):
+        if b == "fused" and not fused_available():
+            continue
+        nets[b] = CerebellumNet(backend=b, **kw)
+        nets[b].load_state_dict(nets["torch"].state_dict())
+    return nets
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("shape", [dict(input_shape=(1, 5, 6), m=300, k=3), dict(m=2000, k=4)])
+def test_sparse_paths_equal_the_dense_masked_matmul(one_thread, mode, shape):
+    nets = _twins(ltd=True, **shape)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(50, *nets["torch"].input_shape, generator=gen)
+    target = torch.randn(50, 10, generator=gen)
+    mu0 = torch.rand(nets["torch"].m, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for n in nets.values():  # a non-zero mu, so LTD's term is exercised
+            n.ltd.mu.copy_(mu0)
+    out = {}
+    for name, net in nets.items():
+        getattr(net, mode)()
+        xr = x.clone().requires_grad_(True)
+        y = net(xr)
+        gx, gw = torch.autograd.grad(((y - target) ** 2).sum(), (xr, net.readout))
+        out[name] = (y.detach(), gx, gw, net.ltd.mu.clone())
+    ref = out["dense"]
+    assert ref[1].abs().sum() > 0 and ref[2].abs().sum() > 0  # gradients are not trivially zero
+    for name, got in out.items():
+        for a, b, what in zip(got, ref, ("logits", "input gradient", "read-out gradient", "mu"), strict=True):
+            scale = b.abs().max().item() + 1e-12
+            assert (a - b).abs().max().item() <= 1e-4 * scale + 1e-6, f"{name}: {what}"
+    assert torch.equal(ref[3], mu0) == (mode == "eval")  # mu moves in training only
+
+
+@needs_numba
+def test_fused_kernel_batch_one_and_odd_sizes(one_thread):
+    nets = _twins(input_shape=(1, 7, 7), m=37, k=5, ltd=False)  # m not a multiple of the block of 8
+    x = torch.rand(1, 1, 7, 7).requires_grad_(True)
+    grads = []
+    for net in (nets["dense"], nets["fused"]):
+        (g,) = torch.autograd.grad(net(x).sum(), x)
+        grads.append(g)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_k_inputs_per_cell_with_and_without_replacement():
+    d, m, k = 20, 5000, 10
+    idx, w = draw_granule_inputs(d, m, k, generator=torch.Generator().manual_seed(0))
+    assert idx.shape == (m, k) and w.shape == (m, k) and idx.dtype == torch.int64
+    assert int(idx.min()) >= 0 and int(idx.max()) < d
+    distinct = torch.tensor([len(set(row.tolist())) for row in idx])
+    assert (distinct < k).float().mean() > 0.5  # with replacement (as coded) duplicates are common here
+    assert w.std().item() == pytest.approx(1 / math.sqrt(k), rel=0.05)
+    idx_u, _ = draw_granule_inputs(d, m, k, unique=True, generator=torch.Generator().manual_seed(0))
+    assert all(len(set(row.tolist())) == k for row in idx_u)
+    layer = GranuleLayer(784, 1000, 4, seed=3)
+    assert layer.inputs.shape == (1000, 4)
+    # a duplicated input adds its weights: the dense J has the sum in that entry
+    dense = layer.dense()
+    j = 0
+    for i in set(layer.inputs[j].tolist()):
+        assert dense[i, j].item() == pytest.approx(layer.weights[j][layer.inputs[j] == i].sum().item())
+    assert int((dense[:, j] != 0).sum()) == len(set(layer.inputs[j].tolist()))
+
+
+def test_fc_base_is_lecun_normal_and_seeded():
+    a, b = GranuleLayer(784, 5970, fc=True, seed=0), GranuleLayer(784, 5970, fc=True, seed=0)
+    assert torch.equal(a.weight, b.weight)
+    assert a.weight.shape == (784, 5970)
+    assert a.weight.std().item() == pytest.approx(1 / math.sqrt(784), rel=0.02)
+    assert not torch.equal(GranuleLayer(784, 100, 4, seed=0).inputs, GranuleLayer(784, 100, 4, seed=1).inputs)
+
+
+def test_only_the_purkinje_readout_trains(one_thread):
+    torch.manual_seed(0)
+    net = create_model("cerebellum", m=3000, k=4)
+    assert [n for n, _ in net.named_parameters()] == ["readout"]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    data = load_dataset("mnist")
+    fit(net, data.x_train[:500], data.y_train[:500], optimizer="rmsprop", lr=0.5 / 3000, loss="mse", batch_size=50)
+    after = net.state_dict()
+    assert torch.equal(before["granule.inputs"], after["granule.inputs"])
+    assert torch.equal(before["granule.weights"], after["granule.weights"])
+    assert not torch.equal(before["readout"], after["readout"])
+    assert not torch.equal(before["ltd.mu"], after["ltd.mu"])  # mu moved in training
+    mu = after["ltd.mu"].clone()
+    predict_logits(net, data.x_test[:100])
+    assert torch.equal(net.ltd.mu, mu)  # ... and is frozen in eval
+
+
+def test_ltd_mu_converges_to_the_mean_activity(one_thread):
+    gen = torch.Generator().manual_seed(0)
+    means = torch.rand(40, generator=gen) * 3
+    ltd = LTD(40, beta=0.99).train()
+    for _ in range(3000):  # stationary stream: h ~ means * U(0, 2), mean = means
+        ltd(means * 2 * torch.rand(50, 40, generator=gen))
+    torch.testing.assert_close(ltd.mu, means, rtol=0.03, atol=0.01)
+    # the same inside the network (fused or torch path): mu -> E[relu(J^T x)] over the stream
+    torch.manual_seed(0)
+    net = CerebellumNet(input_shape=(1, 4, 4), m=64, k=3, beta=0.95).train()
+    x_stream = torch.rand(4000, 1, 4, 4, generator=gen)
+    for i in range(0, 4000, 50):
+        net(x_stream[i : i + 50])
+    expected = net.granule(x_stream.flatten(1)).mean(0)
+    torch.testing.assert_close(net.ltd.mu, expected, rtol=0.05, atol=0.01)
+    h = torch.relu(torch.randn(8, 40))
+    ltd.eval()
+    torch.testing.assert_close(ltd(h), h - ltd.mu)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name", "match"),
+    [
+        (dict(m=100, k=785), "k", r"\[1, d\] = \[1, 784\]"),
+        (dict(m=0), "m", r"in \[1, inf\)"),
+        (dict(m=-5), "m", r"in \[1, inf\)"),
+        (dict(m=10, beta=1.0), "beta", r"in \(0, 1\)"),
+        (dict(m=10, beta=0.0), "beta", r"in \(0, 1\)"),
+        (dict(m=10, k=0), "k", r"in \[1, inf\)"),
+        (dict(m=10, backend="gpu"), "backend", "'auto', 'fused', 'torch' or 'dense'"),
+    ],
+)
+def test_bad_parameters_give_one_clear_error(kwargs, name, match):
+    with pytest.raises(InvalidParameterError, match=match) as err:
+        create_model("cerebellum", **kwargs)
+    assert err.value.name == name
+    assert str(err.value).startswith(f"The '{name}' parameter of ")
+
+
+def test_bad_inputs_and_components():
+    with pytest.raises(InvalidParameterError, match="beta"):
+        LTD(10, beta=1.5)
+    with pytest.raises(InvalidParameterError, match=r"\[1, d\]"):
+        draw_granule_inputs(5, 10, 6)
+    net = CerebellumNet(m=50, k=2)
+    with pytest.raises(InvalidParameterError, match=r"shape \(N, 1, 28, 28\)"):
+        net(torch.rand(2, 784))
+    with pytest.raises(InvalidParameterError, match="feature size"):
+        CerebellumNet(m=10, encoder=torch.nn.Flatten())
+    with pytest.raises(InvalidParameterError, match="encoder"):
+        cerebellum_head(torch.nn.Linear(3, 3), SimpleNamespace(x_train=None), m=10)
+
+
+def test_synapse_budget_widths_are_the_papers():
+    assert [synapse_budget_width(k) for k in (784, 200, 50, 10, 4, 2, 1)] == [
+        5970,
+        21818,
+        68571,
+        160000,
+        200000,
+        218182,
+        228571,
+    ]
+
+
+def test_backend_choice():
+    assert CerebellumNet(m=10, fc=True).path() == "dense"
+    assert CerebellumNet(m=10, k=200).path() == "dense"
+    assert CerebellumNet(m=10, k=4, backend="torch").path() == "torch"
+    assert CerebellumNet(m=10, k=4).path() == ("fused" if fused_available() else "torch")
+
+
+def test_end_to_end_mnist_one_epoch_beats_90_percent(one_thread):
+    """m = 10,000 granule cells (k = 4, LTD), 1 epoch on the whole training set, the paper's recipe."""
+    data = load_dataset("mnist")
+    torch.manual_seed(0)
+    net = create_model("cerebellum", m=10_000, k=4)
+    fit(net, data.x_train, data.y_train, optimizer="rmsprop", lr=0.5 / 10_000, loss="mse", batch_size=50, epochs=1)
+    acc = (predict_logits(net, data.x_test).argmax(1) == data.y_test).float().mean().item()
+    assert acc > 0.90, acc
+
+
+def test_head_on_a_frozen_encoder_trains_only_the_head(one_thread):
+    torch.manual_seed(0)
+    vgg = create_model("vgg_cifar", width=0.0625)
+    gen = torch.Generator().manual_seed(0)
+    data = SimpleNamespace(
+        x_train=torch.rand(200, 3, 32, 32, generator=gen),
+        y_train=torch.arange(200) % 10,
+        input_shape=(3, 32, 32),
+        num_classes=10,
+    )
+    fit(vgg, data.x_train, data.y_train, epochs=1, batch_size=50)
+    enc_before = {k: v.clone() for k, v in vgg.encoder.state_dict().items()}
+    head = cerebellum_head(vgg, data, m=500, k=4, epochs=2, seed=0)
+    assert isinstance(head.encoder, FrozenEncoder)
+    assert [n for n, p in head.named_parameters() if p.requires_grad] == ["readout"]
+    for k, v in head.encoder.encoder.state_dict().items():  # trunk (incl. batch-norm statistics) unchanged
+        assert torch.equal(v, enc_before[k]), k
+    assert head.d == vgg.encoder.out_features == 256 // 16 * 16
+    x = data.x_train[:4].clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(head(x).sum(), x)
+    assert g.abs().sum() > 0  # attacks see trunk + head
+    # the runner rebuilds the head's architecture to load its checkpoint
+    built = MECHANISMS.get("cerebellum_head").constructor.architecture(vgg, data, m=500, k=4, seed=0)
+    built.load_state_dict(head.state_dict())
+    torch.testing.assert_close(predict_logits(built, data.x_train[:8]), predict_logits(head, data.x_train[:8]))
+    assert head.mechanism_report["lr"] == pytest.approx(0.5 / 500)
+
+
+def test_registry_and_configs():
+    assert "cerebellum" in MODELS and "cerebellum_head" in MECHANISMS
+    for name in ("cerebellum_mnist", "cerebellum_sweeps", "cerebellum_cifar10"):
+        for full in (False, True):
+            spec = load_spec(REPO / "configs" / f"{name}.toml", full=full)
+            assert spec.reductions
+            assert spec.sweep is not None and spec.sweep.variants
