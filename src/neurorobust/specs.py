@@ -155,14 +155,54 @@ class TrainSpec(_Strict):
         return v
 
 
+_TRANSFER_SOURCE_KEYS = ("model", "mechanism", "train", "data", "seed")
+
+
+def _check_transfer_params(params: dict[str, Any]) -> None:
+    """A transfer entry's params: ``source`` (spec overrides of the source model), ``attack``, ``attack_params``."""
+    from .attacks import ATTACKS
+
+    unknown = sorted(set(params) - {"source", "attack", "attack_params"})
+    if unknown:
+        raise ValueError(
+            f"transfer takes no parameters but 'source' (overrides of this spec for the source model: "
+            f"{', '.join(_TRANSFER_SOURCE_KEYS)}), 'attack' and 'attack_params' (got {unknown}); without "
+            "them it runs 100-step PGD in the suite's norm on a standard model trained on the same data"
+        )
+    source = params.get("source", {})
+    if not isinstance(source, dict) or set(source) - set(_TRANSFER_SOURCE_KEYS):
+        raise ValueError(f"transfer 'source' must be a table with keys among {list(_TRANSFER_SOURCE_KEYS)}")
+    if "name" in source.get("data", {}):
+        raise ValueError("a transfer source is trained on the target's dataset: do not set source.data.name")
+    attack = params.get("attack", "pgd")
+    if not isinstance(attack, str) or attack in ("transfer", "eot", "bpda"):
+        raise ValueError(f"transfer 'attack' must name a gradient attack run on the source (got {attack!r})")
+    _registered("attack", attack)
+    try:
+        ATTACKS.create(attack, **params.get("attack_params", {}))
+    except Exception as exc:
+        raise ValueError(f"transfer attack_params: {exc}") from None
+
+
 class AttackEntry(_Strict):
-    """One attack of a suite: registry key, hyperparameters, eps grid and subset size."""
+    """One attack of a suite: registry key, hyperparameters, eps grid and subset size.
+
+    ``adaptive = false`` attacks the model as it is, without the EOT/BPDA wrappers its declarations
+    call for (one random draw, its own gradients): the seed papers' setting, shown next to ours.
+    A ``transfer`` entry may name its ``source`` model as overrides of this spec (e.g. another
+    variant's ``model`` and ``train`` tables; same seed and data unless given), the ``attack`` run
+    on it (default ``pgd``, 100 steps) and ``attack_params``.
+    """
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     eps: list[float] | None = Field(default=None, description="default: the suite's eps grid")
     n: int | None = Field(default=None, ge=1, description="subset size for this attack (default: n)")
     label: str | None = Field(default=None, description="name in the store (default: the key)")
+    adaptive: bool = Field(
+        default=True,
+        description="False: attack the model as it is (one draw, its own gradients; no EOT/BPDA), as seed papers did",
+    )
 
     @field_validator("name")
     @classmethod
@@ -179,11 +219,7 @@ class AttackEntry(_Strict):
                 "(neurorobust.declare(model, stochastic=..., surrogate=...)); list the attack itself"
             )
         if self.name == "transfer":
-            if self.params:
-                raise ValueError(
-                    "transfer takes no parameters in a spec: it runs 100-step PGD in the suite's norm on a "
-                    f"standard model trained on the same data (got {sorted(self.params)})"
-                )
+            _check_transfer_params(self.params)
             return self
         try:
             ATTACKS.create(self.name, **self.params)
@@ -487,4 +523,7 @@ def train_key(spec: ExperimentSpec) -> str:
 
 def eval_key(spec: ExperimentSpec) -> str:
     """Train key plus the evaluation settings: changing the suite never retrains."""
-    return _digest([train_key(spec), spec.model_dump(mode="json")["evaluate"]])
+    evaluate = spec.model_dump(mode="json")["evaluate"]
+    # options added later hash only when set, so adding one leaves existing result rows valid
+    evaluate["attacks"] = [{k: v for k, v in a.items() if not (k == "adaptive" and v)} for a in evaluate["attacks"]]
+    return _digest([train_key(spec), evaluate])

@@ -22,6 +22,7 @@ from torch import nn
 from ..attacks import ATTACKS, BPDA, EOT, PGD, Attack, AttackResult, attack_loss, is_stochastic, surrogate_of
 from ..attacks.wrappers import EOTModel
 from ..data import balanced_subset
+from ..errors import InvalidParameterError
 from ..modes import eval_mode
 from ..specs import AttackEntry, EvalSpec
 from ..store import ResultRow
@@ -46,6 +47,7 @@ class AttackRun:
     result: AttackResult
     seconds: float
     white_box: bool = True
+    adaptive: bool = True  # False: run without the EOT/BPDA the model's declarations call for
 
 
 @dataclass
@@ -67,6 +69,7 @@ class _Planned:
     eps: list[float] | None
     n: int | None
     white_box: bool = True
+    adaptive: bool = True
 
 
 @torch.no_grad()
@@ -95,8 +98,16 @@ def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
         return int(model(x[:1]).shape[1])
 
 
-def plan_suite(spec: EvalSpec, num_classes: int, source_model: nn.Module | None = None) -> list[_Planned]:
-    """The attacks of ``spec.suite`` (before EOT/BPDA wrapping)."""
+def plan_suite(
+    spec: EvalSpec, num_classes: int, source_model: nn.Module | dict[str, nn.Module | None] | None = None
+) -> list[_Planned]:
+    """The attacks of ``spec.suite`` (before EOT/BPDA wrapping).
+
+    ``source_model``: the transfer attack's source, or a dict of sources by transfer entry label
+    (``""``: the default standard model) when entries name their own ``source``.
+    """
+    sources = source_model if isinstance(source_model, dict) else {"": source_model}
+    source_model = sources.get("")
     norm, n = spec.norm, spec.suite_n
     plan: list[_Planned] = []
     if spec.suite in ("quick", "full"):
@@ -112,7 +123,7 @@ def plan_suite(spec: EvalSpec, num_classes: int, source_model: nn.Module | None 
             square_n = min(200, n) if n else 200
             plan.append(_Planned("square", ATTACKS.create("square", queries=5000), spec.eps, square_n, white_box=False))
         if source_model is not None:
-            inner = ATTACKS.create("pgd", norm=norm, steps=100)
+            inner = _source_wrap(ATTACKS.create("pgd", norm=norm, steps=100), source_model, spec)
             plan.append(
                 _Planned(
                     "transfer",
@@ -123,22 +134,40 @@ def plan_suite(spec: EvalSpec, num_classes: int, source_model: nn.Module | None 
                 )
             )
     for entry in spec.attacks:
-        plan.append(_entry_to_plan(entry, spec, source_model))
+        src = sources.get(entry.label or entry.name) if "source" in entry.params else source_model
+        plan.append(_entry_to_plan(entry, spec, src))
     return plan
+
+
+def _source_wrap(attack: Attack, source: nn.Module, spec: EvalSpec, adaptive: bool = True) -> Attack:
+    """The attack run on a transfer source, with EOT/BPDA as the source's declarations call for."""
+    if not adaptive:
+        return attack
+    return _wrap(attack, is_stochastic(source), surrogate_of(source), spec.eot_draws)
 
 
 def _entry_to_plan(entry: AttackEntry, spec: EvalSpec, source_model: nn.Module | None) -> _Planned:
     params = dict(entry.params)
     if entry.name == "transfer":
-        params.setdefault("source_model", source_model)
-        params.setdefault("attack", ATTACKS.create("pgd", norm=spec.norm, steps=100))
+        if source_model is None:
+            raise InvalidParameterError(
+                "source_model", "plan_suite", f"a trained source model for transfer entry {entry.label!r}", None
+            )
+        name = params.pop("attack", "pgd")
+        inner_params = params.pop("attack_params", {})
+        if "norm" in ATTACKS.get(name).parameters():
+            inner_params = {"norm": spec.norm, **({"steps": 100} if name == "pgd" else {}), **inner_params}
+        params.pop("source", None)
+        params["source_model"] = source_model
+        params["attack"] = _source_wrap(ATTACKS.create(name, **inner_params), source_model, spec, entry.adaptive)
     elif "norm" in ATTACKS.get(entry.name).parameters():
         params.setdefault("norm", spec.norm)  # an entry without a norm follows the suite's
     attack = ATTACKS.create(entry.name, **params)
     eps = entry.eps if entry.eps is not None else (spec.eps if attack.bounded else None)
     label = entry.label or entry.name
     n = entry.n if entry.n is not None else spec.limits.get(label)
-    return _Planned(label, attack, eps, n, white_box=entry.name not in ("square", "boundary", "transfer"))
+    white_box = entry.name not in ("square", "boundary", "transfer")
+    return _Planned(label, attack, eps, n, white_box=white_box, adaptive=entry.adaptive)
 
 
 def _wrap(attack: Attack, stochastic: bool, surrogate: nn.Module | None, draws: int) -> Attack:
@@ -210,7 +239,7 @@ def run_attack_suite(
 
     for item in plan:
         idx = _subset(y, item.n, seed)
-        attack = _wrap(item.attack, stochastic, surrogate, spec.eot_draws)
+        attack = _wrap(item.attack, stochastic, surrogate, spec.eot_draws) if item.adaptive else item.attack
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(seed)
         res = attack(model, x[idx], y[idx], eps=item.eps, generator=gen)
@@ -220,7 +249,9 @@ def run_attack_suite(
         rows: list[ResultRow] = []
         for eps, r in zip(eps_list, results, strict=True):
             correct = _adv_correct(model, r, y[idx], stochastic, draws, spec.batch_size)
-            run = AttackRun(item.label, item.attack.key, eps, idx, correct, r, seconds / len(results), item.white_box)
+            run = AttackRun(
+                item.label, item.attack.key, eps, idx, correct, r, seconds / len(results), item.white_box, item.adaptive
+            )
             out.runs.append(run)
             rows += _rows_for(run, base, item.attack, stochastic, x[0].numel(), clean[idx])
         emit(rows)
@@ -307,7 +338,11 @@ def _rows_for(
     run: AttackRun, base: dict[str, Any], attack: Attack, stochastic: bool, dim: int, clean_correct: torch.Tensor
 ) -> list[ResultRow]:
     r, n = run.result, len(run.idx)
-    params = {"attack": repr(attack), **({"draws": "mean over draws"} if stochastic else {})}
+    params = {
+        "attack": repr(attack),
+        **({"draws": "mean over draws"} if stochastic else {}),
+        **({} if run.adaptive else {"adaptive": False}),  # run without the EOT/BPDA its declarations call for
+    }
     rows = []
     if run.eps is not None:
         rows.append(_acc_row(base, run.label, run.eps, float(run.correct.mean()), n, params, seconds=run.seconds))
@@ -451,11 +486,18 @@ def _checklist(
     # 1. single-step never beats iterative
     diffs, n_single = [], len(probe_idx)
     for eps in eps_grid:
-        fgsm = [on_probe(r) for r in out.runs if r.key == "fgsm" and r.eps is not None and math.isclose(r.eps, eps)]
+        fgsm = [
+            on_probe(r)
+            for r in out.runs
+            if r.key == "fgsm" and r.adaptive and r.eps is not None and math.isclose(r.eps, eps)
+        ]
         iters = [
             on_probe(r)
             for r in out.runs
-            if r.key in ("pgd", "apgd-ce", "apgd-dlr", "bim") and r.eps is not None and math.isclose(r.eps, eps)
+            if r.key in ("pgd", "apgd-ce", "apgd-dlr", "bim")
+            and r.adaptive
+            and r.eps is not None
+            and math.isclose(r.eps, eps)
         ]
         fgsm, iters = [f for f in fgsm if f is not None], [i for i in iters if i is not None]
         if not fgsm or not iters:

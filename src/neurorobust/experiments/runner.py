@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from ..data import Dataset, balanced_subset, load_dataset, split_validation
+from ..errors import SpecError
 from ..evaluation.suite import Evaluation, evaluate_into_store
 from ..mechanisms import MECHANISMS
 from ..models import create_model
-from ..specs import ExperimentSpec, eval_key, train_key
+from ..specs import ExperimentSpec, _deep_merge, eval_key, parse_spec, train_key
 from ..store import ResultRow, ResultsStore
 from ..training import fit, load_checkpoint, save_checkpoint
 from ..training.loop import predict_logits
@@ -100,6 +101,10 @@ def train_stage(
         if build is not None:
             model = build(model, dataset, **{"seed": spec.seed, **spec.mechanism.params})
     meta = None if force else load_checkpoint(folder, key, model)
+    if meta is None and not force:
+        # held until this call returns: a second sweep worker needing the same key waits, then loads it
+        guard = _training_lock(folder, key)  # noqa: F841
+        meta = load_checkpoint(folder, key, model)
     cached = meta is not None
     if meta is None:
         x, y = dataset.x_train, dataset.y_train
@@ -138,6 +143,16 @@ def train_stage(
     return model, meta, cached
 
 
+def _training_lock(folder: Path, key: str) -> Any:
+    """An exclusive lock on ``<key>.lock`` (released when the returned file object is closed or collected)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / f"{key}.lock", "w")  # noqa: SIM115 - the caller holds it open
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
 def fit_settings(spec: ExperimentSpec) -> dict[str, Any]:
     """The spec's ``[train]`` table as keyword arguments of :func:`~neurorobust.training.fit` (plus the seed)."""
     return {**spec.train.model_dump(), "seed": spec.seed}
@@ -157,14 +172,40 @@ def source_spec(spec: ExperimentSpec) -> ExperimentSpec:
     return spec.model_copy(update={"mechanism": None, "seed": spec.seed + 1, "train": train})
 
 
+def named_source_spec(spec: ExperimentSpec, overrides: dict[str, Any]) -> ExperimentSpec:
+    """A transfer entry's own ``source``: this spec's data, training and seed, no mechanism, with the
+    entry's overrides (``model``, ``mechanism``, ``train``, ``data``, ``seed``) merged in; same train
+    key as a sweep variant with the same settings, so that variant's checkpoint is the source."""
+    raw = spec.model_dump(mode="json")
+    raw = {k: v for k, v in raw.items() if k not in ("sweep", "full", "evaluate", "label", "reductions")}
+    raw["mechanism"] = None
+    if "model" in overrides:
+        raw["model"] = {"params": {}}  # the source names its own model; the target's params do not carry over
+    merged = _deep_merge(raw, overrides)
+    return parse_spec({**merged, "name": spec.name}, source=f"{spec.name}: transfer source {overrides}")
+
+
 def transfer_source(
     spec: ExperimentSpec, train_data: Dataset, *, runs_dir: Path | None = None, progress: ProgressFn | None = None
-) -> nn.Module | None:
-    """The trained (cached) source model when the suite has a transfer attack, else ``None``."""
-    if spec.evaluate.suite != "full" and not any(a.name == "transfer" for a in spec.evaluate.attacks):
-        return None
-    model, _, _ = train_stage(source_spec(spec), train_data, runs_dir=runs_dir, progress=progress)
-    return model
+) -> nn.Module | dict[str, nn.Module | None] | None:
+    """The trained (cached) source model when the suite has a transfer attack, else ``None``; a dict of
+    sources by entry label (``""``: the standard one) when transfer entries name their own ``source``."""
+    named = [a for a in spec.evaluate.attacks if a.name == "transfer" and "source" in a.params]
+    default_needed = spec.evaluate.suite == "full" or any(
+        a.name == "transfer" and "source" not in a.params for a in spec.evaluate.attacks
+    )
+    default = None
+    if default_needed:
+        default, _, _ = train_stage(source_spec(spec), train_data, runs_dir=runs_dir, progress=progress)
+    if not named:
+        return default
+    sources: dict[str, nn.Module | None] = {"": default}
+    for entry in named:
+        src = named_source_spec(spec, entry.params["source"])
+        if src.data.name != spec.data.name:
+            raise SpecError(f"{spec.name}: transfer source {entry.label!r} must use dataset {spec.data.name!r}")
+        sources[entry.label or entry.name], _, _ = train_stage(src, train_data, runs_dir=runs_dir, progress=progress)
+    return sources
 
 
 def evaluate_stage(
