@@ -165,7 +165,7 @@ def test_lp_normalisation_gives_unit_norm_images():
     assert torch.isfinite(LpNormalise(3.0)(torch.zeros(2, 12))).all()  # black images do not divide by zero
 
 
-def test_hebbian_net_learns_without_labels_then_trains_only_the_readout(one_thread):
+def test_hebbian_net_learns_without_labels_then_trains_only_the_readout(one_thread, tmp_path):
     data = load_dataset("digits")
     torch.manual_seed(0)
     net = create_model(
@@ -183,6 +183,9 @@ def test_hebbian_net_learns_without_labels_then_trains_only_the_readout(one_thre
     assert net.mechanism_report["converged_fraction"] > 0.5
     state = net.state_dict()
     assert "hidden.weight" in state and bool(state["learned"])  # checkpoints keep the learned layer
+    from neurorobust.mechanisms.hebbian import plot_weights
+
+    assert plot_weights(net, tmp_path / "w.png", rows=2, cols=3).read_bytes()[:4] == b"\x89PNG"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,3 +400,16 @@ def test_configs_are_valid_and_listed():
             labels = {v.spec.label for v in expand_sweep(spec)}
             assert {"backprop", "kh"} <= labels and any("spectral" in label for label in labels)
             assert spec.reductions and spec.evaluate.suite == "full"
+
+
+def test_pruning_zeroes_the_unconverged_units():
+    from neurorobust.mechanisms.hebbian import prune_unconverged
+
+    gen = torch.Generator().manual_seed(0)
+    converged = torch.randn(300, 500, generator=gen) * math.exp(-8.0 / 2)  # log-variance about -8
+    noisy = torch.randn(60, 500, generator=gen) * math.exp(-5.0 / 2)  # a second mode at -5
+    w = torch.cat([converged, noisy])
+    info = prune_unconverged(w)
+    assert info["components"] >= 2 and info["pruned"] == 60
+    assert (w[300:] == 0).all() and (w[:300] != 0).all()
+    assert math.exp(-8) < info["cutoff"] < math.exp(-5)

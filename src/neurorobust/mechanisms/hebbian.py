@@ -88,6 +88,9 @@ __all__ = [
     "kh_increment",
     "kh_increment_loop",
     "normalised_step",
+    "plot_weights",
+    "prune_unconverged",
+    "signed_power",
     "sparse_step",
 ]
 
@@ -109,6 +112,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "unsup_lr": 0.04,
         "unsup_batch": 100,
         "unsup_epochs": 1000,
+        "prune": False,
     },
     "cifar10": {
         "hidden": 2000,
@@ -122,6 +126,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "unsup_lr": 0.02,
         "unsup_batch": 1000,
         "unsup_epochs": 1000,
+        "prune": True,
     },
     "demo": {
         "hidden": 100,
@@ -135,6 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "unsup_lr": 0.02,
         "unsup_batch": 100,
         "unsup_epochs": 5,
+        "prune": False,
     },
 }
 
@@ -155,7 +161,7 @@ def currents(weight: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
     -------
     torch.Tensor of shape (B, H)
     """
-    return v @ _metric(weight, p).T
+    return v @ signed_power(weight, p).T
 
 
 def competition(current: torch.Tensor, k: int, delta: float) -> torch.Tensor:
@@ -205,7 +211,7 @@ def kh_increment_loop(
     """:func:`kh_increment` written as the straightforward loop over the samples of a batch (the
     reference the benchmark and the tests compare with; same result, one sample at a time)."""
     total = torch.zeros_like(weight)
-    metric = _metric(weight, p)
+    metric = signed_power(weight, p)
     for vb in v:
         current = metric @ vb  # (H,)
         order = torch.argsort(current, descending=True)
@@ -221,7 +227,7 @@ def normalised_step(weight: torch.Tensor, increment: torch.Tensor, lr: float, pr
     weight.add_(increment, alpha=lr / scale)
 
 
-def _metric(weight: torch.Tensor, p: float) -> torch.Tensor:
+def signed_power(weight: torch.Tensor, p: float) -> torch.Tensor:
     """``sign(W) |W|^(p-1)`` (= ``W |W|^(p-2)``), with the common p = 2, 3 without a pow."""
     if p == 2:
         return weight.clone()
@@ -265,8 +271,55 @@ def sparse_step(
     scale = max(float(increment.abs().max()), prec)
     w.add_(increment, alpha=lr / scale)
     weight[units] = w
-    metric[units] = _metric(w, p)
+    metric[units] = signed_power(w, p)
     return ranked[:, 0]
+
+
+def prune_unconverged(weight: torch.Tensor, *, significance: float = 0.01) -> dict[str, Any]:
+    """Zero the units that have not converged, in place, as the authors prune their CIFAR-10 layer.
+
+    Holzhausen et al.'s ``StatisticGardener``: the log-variances of the units' weights (clipped to
+    (-9, -3)) are fitted by Gaussian mixtures of 1, 2, ... 4 components (initial means -7.1, -8.5,
+    -6.5, -6.0), each accepted while a likelihood-ratio test against the previous one has
+    p < ``significance`` (chi-square, 3 degrees of freedom); units whose variance is at least
+    exp(mu_top - |mu_top - mu_next| / 2), between the two highest components' means, are zeroed.
+    One deviation: the coded loop keeps the last mixture *fitted*, also when the test rejected it
+    (a rejected fit may hold an empty component, whose mean makes the cutoff meaningless); we keep
+    the last accepted mixture and prune only when at least two components are accepted.
+
+    Returns ``{"pruned": count, "components": c, "cutoff": variance or None}``.
+    """
+    import numpy as np
+    from scipy.stats import chi2, norm
+    from sklearn.mixture import GaussianMixture
+
+    var = weight.var(dim=1)
+    log_var = var.log().cpu().double().numpy()
+    data = log_var[(log_var < -3.0) & (log_var > -9.0)]
+    heuristic = np.array([[-7.1], [-8.5], [-6.5], [-6.0]])
+    if len(data) < 10:
+        return {"pruned": 0, "components": 1, "cutoff": None}
+
+    def loglik(c: int) -> tuple[float, Any]:
+        if c == 1:
+            return float(norm.logpdf(data, data.mean(), data.std()).sum()), None
+        gmm = GaussianMixture(n_components=c, means_init=heuristic[:c], max_iter=2000, random_state=0)
+        gmm.fit(data.reshape(-1, 1))
+        return float(gmm.score(data.reshape(-1, 1)) * len(data)), gmm
+
+    components, (best, mixture) = 1, loglik(1)
+    while components < len(heuristic):
+        ll, candidate = loglik(components + 1)
+        if 1 - chi2.cdf(-2 * (best - ll), 3) >= significance:
+            break
+        components, best, mixture = components + 1, ll, candidate
+    if mixture is None:
+        return {"pruned": 0, "components": 1, "cutoff": None}
+    means = np.sort(mixture.means_.ravel())
+    cutoff = float(np.exp(means[-1] - abs(means[-1] - means[-2]) / 2.0))
+    drop = var >= cutoff
+    weight[drop] = 0.0
+    return {"pruned": int(drop.sum()), "components": components, "cutoff": cutoff}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,7 +416,7 @@ class KrotovHopfieldLayer(nn.Module):
     @torch.no_grad()
     def step(self, v: torch.Tensor, lr: float) -> None:
         """One normalised update from the mini-batch ``v`` (B, D) (:func:`sparse_step`)."""
-        metric = _metric(self.weight, self.p)
+        metric = signed_power(self.weight, self.p)
         sparse_step(self.weight, metric, v, lr, p=self.p, k=self.k, delta=self.delta, radius=self.radius)
 
     def norms(self) -> torch.Tensor:
@@ -405,7 +458,7 @@ class KrotovHopfieldLayer(nn.Module):
         start = time.perf_counter()
         v = v.to(self.weight.device)
         steps = math.ceil(len(v) / batch_size)
-        metric = _metric(self.weight, self.p)
+        metric = signed_power(self.weight, self.p)
         wins = torch.zeros(self.hidden, dtype=torch.long, device=v.device)
         for epoch in range(epochs):
             rate = lr_at(epoch, base=lr, epochs=epochs, schedule="linear")
@@ -523,6 +576,9 @@ class HebbianNet(_HiddenLayerModel):
         linearly to 0).
     unsup_subset : int, optional
         Learn from the first this many training images (30-minute tiers); default all.
+    prune : bool, optional
+        Zero the units that did not converge after learning (:func:`prune_unconverged`, the
+        authors' pruning of their CIFAR-10 layer; preset ``cifar10``: on).
     readout_bias : bool, default=True
     spectrum_samples : int, default=10000
         Images of the evaluated split over which the stored alpha is measured.
@@ -566,6 +622,7 @@ class HebbianNet(_HiddenLayerModel):
         unsup_batch: int | None = None,
         unsup_lr: float | None = None,
         unsup_subset: int | None = None,
+        prune: bool | None = None,
         readout_bias: bool = True,
         spectrum_samples: int = 10000,
     ) -> None:
@@ -583,6 +640,7 @@ class HebbianNet(_HiddenLayerModel):
             "unsup_epochs": unsup_epochs,
             "unsup_batch": unsup_batch,
             "unsup_lr": unsup_lr,
+            "prune": prune,
         }
         cfg = {**PRESETS[preset], **{key: val for key, val in given.items() if val is not None}}
         validate_params(
@@ -648,6 +706,8 @@ class HebbianNet(_HiddenLayerModel):
             seed=self.unsup_seed,
             progress=progress,
         )
+        if self.config["prune"]:
+            summary.update(prune_unconverged(self.hidden.weight))
         self.learned.fill_(True)
         self.mechanism_report = {**self.config, **summary, "images": len(v)}
         log.info("Krotov-Hopfield layer learned: %s", summary)
@@ -676,6 +736,7 @@ def kh_net(
     unsup_batch: int | None = None,
     unsup_lr: float | None = None,
     unsup_subset: int | None = None,
+    prune: bool | None = None,
     readout_bias: bool = True,
     spectrum_samples: int = 10000,
 ) -> nn.Module:
@@ -696,6 +757,7 @@ def kh_net(
         unsup_batch=unsup_batch,
         unsup_lr=unsup_lr,
         unsup_subset=unsup_subset,
+        prune=prune,
         readout_bias=readout_bias,
         spectrum_samples=spectrum_samples,
     )
@@ -875,3 +937,40 @@ def shlp(
         readout_bias=readout_bias,
         spectrum_samples=spectrum_samples,
     )
+
+
+def plot_weights(model: nn.Module, path: Any, *, rows: int = 5, cols: int = 10, title: str = "") -> Any:
+    """Draw the first ``rows x cols`` units' synapses of a :class:`HebbianNet` (or the hidden weights of a
+    :class:`HiddenLayerNet`) as images, blue-white-red with a symmetric scale per unit."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layer = getattr(model, "hidden", None)
+    weight = getattr(layer, "weight", None)
+    shape = getattr(model, "input_shape", None)
+    if weight is None or shape is None:
+        raise InvalidParameterError("model", "plot_weights", "a kh_net or shlp model", model)
+    c, h, w = shape
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), dpi=100, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= weight.shape[0]:
+            continue
+        img = weight[i].detach().cpu().reshape(c, h, w)
+        if c == 1:
+            scale = float(img.abs().max()) or 1.0
+            ax.imshow(img[0], cmap="bwr", vmin=-scale, vmax=scale)
+        else:  # colour: min-max per unit, as the authors draw theirs
+            img = img.permute(1, 2, 0)
+            ax.imshow((img - img.min()) / max(float(img.max() - img.min()), 1e-12))
+    fig.suptitle(title or "hidden units' synapses", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
