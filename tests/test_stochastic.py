@@ -201,10 +201,14 @@ def test_hard_ste_passes_the_gradient_of_the_probabilities():
 def test_sap_keeps_the_expected_activations():
     torch.manual_seed(0)
     h = torch.randn(1, 60) * torch.linspace(0.1, 2.0, 60)
-    sap = StochasticActivationPruning(frac=0.5).eval()
-    draws = sap(h.expand(40_000, 60))
-    assert (draws == 0).float().mean() > 0.2  # it prunes
-    assert torch.allclose(draws.mean(0), h[0], atol=0.05 * float(h.abs().max()))
+    for exact in (False, True):  # the marginal sampler and the authors' r draws with replacement
+        sap = StochasticActivationPruning(frac=0.5, exact=exact).eval()
+        draws = sap(h.expand(40_000, 60))
+        assert (draws == 0).float().mean() > 0.2  # it prunes
+        assert torch.allclose(draws.mean(0), h[0], atol=0.05 * float(h.abs().max()))
+        p = h.abs() / h.abs().sum()
+        kept = (draws != 0).float().mean(0)
+        assert torch.allclose(kept, 1 - (1 - p[0]) ** 30, atol=0.02)  # r = 0.5 * 60 draws
     with torch.no_grad():
         sap.train()
         assert torch.equal(sap(h), h)  # at test time only, as Dhillon et al. apply it

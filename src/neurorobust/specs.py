@@ -248,6 +248,7 @@ class EvalSpec(_Strict):
         default_factory=dict, description="subset size per attack label, for entries without their own n"
     )
     check_n: int = Field(default=200, ge=10, description="subset size of the checklist's probes")
+    checklist: bool = Field(default=True, description="run the gradient-masking checklist after the attacks")
     eot_draws: int = Field(default=20, ge=1, description="EOT draws and evaluation draws for random models")
 
     @field_validator("eps")
@@ -526,4 +527,6 @@ def eval_key(spec: ExperimentSpec) -> str:
     evaluate = spec.model_dump(mode="json")["evaluate"]
     # options added later hash only when set, so adding one leaves existing result rows valid
     evaluate["attacks"] = [{k: v for k, v in a.items() if not (k == "adaptive" and v)} for a in evaluate["attacks"]]
+    if evaluate.get("checklist") is True:
+        del evaluate["checklist"]
     return _digest([train_key(spec), evaluate])

@@ -196,16 +196,21 @@ class StochasticActivationPruning(RandomLayer):
         Draws per sample, as a fraction of the layer's activations (Dhillon et al.'s 100%).
     at_train : bool, default=False
         Prune in training too (the authors apply SAP to trained networks only).
+    exact : bool, default=False
+        Draw the :math:`r` samples with replacement as the authors do (``torch.multinomial``, slow on
+        CPU); by default each unit is kept independently with its exact marginal probability
+        :math:`1 - (1 - p_j)^r`: the same keep probabilities, rescaling and expectation, without the
+        (weak, negative) correlation between units of one multinomial draw.
     """
 
-    def __init__(self, frac: float = 1.0, *, at_train: bool = False) -> None:
+    def __init__(self, frac: float = 1.0, *, at_train: bool = False, exact: bool = False) -> None:
         validate_params(
             "StochasticActivationPruning",
-            {"frac": Interval(float, 0, None, closed="neither"), "at_train": Type(bool)},
+            {"frac": Interval(float, 0, None, closed="neither"), "at_train": Type(bool), "exact": Type(bool)},
             locals(),
         )
         super().__init__()
-        self.frac, self.at_train = float(frac), at_train
+        self.frac, self.at_train, self.exact = float(frac), at_train, exact
 
     @property
     def is_stochastic(self) -> bool:
@@ -227,9 +232,12 @@ class StochasticActivationPruning(RandomLayer):
         alive = total.squeeze(1) > 0
         r = max(1, round(self.frac * flat.shape[1]))
         probs = torch.where(alive[:, None], mag / total.clamp_min(1e-30), torch.full_like(mag, 1.0 / flat.shape[1]))
-        draws = torch.multinomial(probs, r, replacement=True)
-        kept = torch.zeros_like(mag, dtype=torch.bool).scatter_(1, draws, True)
-        keep_prob = 1 - (1 - probs).pow(r)
+        keep_prob = -torch.expm1(r * torch.log1p(-probs.clamp(max=1 - 1e-7)))  # 1 - (1 - p)^r, stable
+        if self.exact:
+            draws = torch.multinomial(probs, r, replacement=True)
+            kept = torch.zeros_like(mag, dtype=torch.bool).scatter_(1, draws, True)
+        else:  # each unit with its exact marginal probability of being drawn at least once
+            kept = torch.rand_like(mag) < keep_prob
         q = torch.where(kept, 1.0 / keep_prob.clamp_min(1e-30), torch.zeros_like(mag))
         return (flat * q).reshape(h.shape)
 
