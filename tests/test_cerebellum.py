@@ -72,13 +72,15 @@ def test_sparse_paths_equal_the_dense_masked_matmul(one_thread, mode, shape):
 
 @needs_numba
 def test_fused_kernel_batch_one_and_odd_sizes(one_thread):
-    nets = _twins(input_shape=(1, 7, 7), m=37, k=5, ltd=False)  # m not a multiple of the block of 8
-    x = torch.rand(1, 1, 7, 7).requires_grad_(True)
-    grads = []
-    for net in (nets["dense"], nets["fused"]):
-        (g,) = torch.autograd.grad(net(x).sum(), x)
-        grads.append(g)
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    for classes in (10, 3):  # the kernel unrolls the class loop for 10 classes; 3 takes the generic loop
+        nets = _twins(input_shape=(1, 7, 7), num_classes=classes, m=37, k=5, ltd=False)  # m not a multiple of 8
+        x = torch.rand(1, 1, 7, 7).requires_grad_(True)
+        grads = []
+        for net in (nets["dense"], nets["fused"]):
+            y = net(x)
+            (g,) = torch.autograd.grad((y * torch.arange(classes)).sum(), x)
+            grads.append((y, g))
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
 def test_k_inputs_per_cell_with_and_without_replacement():

