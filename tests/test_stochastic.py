@@ -188,6 +188,14 @@ def test_gated_conv_applies_each_input_its_own_filters():
     for i in range(4):
         ref = F.conv2d(x[i : i + 1], conv.weight * mask[i], conv.bias, stride=2, padding=2)
         assert torch.allclose(out[i : i + 1], ref, atol=1e-5)
+    third = create_model("sgbn", input_shape=(3, 32, 32), mask="channel").eval().convs[2]  # 2x2 output: mixed partials
+    x = torch.rand(3, 128, 6, 6)
+    torch.manual_seed(4)
+    out = third(x)
+    torch.manual_seed(4)
+    mask = third.mask(x)
+    for i in range(3):
+        assert torch.allclose(out[i : i + 1], F.conv2d(x[i : i + 1], third.weight * mask[i], third.bias), atol=1e-5)
 
 
 def test_hard_ste_passes_the_gradient_of_the_probabilities():
