@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import REPO
 from neurorobust.attacks import ATTACKS, EOT
 from neurorobust.errors import InvalidParameterError, SpecError
 from neurorobust.evaluation.attack_suite import point_correct
@@ -384,3 +385,25 @@ def test_single_draw_and_eot_rows_and_a_named_transfer_source(tmp_path, one_thre
         # the source is a model of its own, trained once and cached under its own key
         assert len(list((tmp_path / "checkpoints").glob("*.safetensors"))) == 2
         assert out.verdict
+
+
+@pytest.mark.parametrize("name", ["stochastic_mnist", "sgbn_mnist", "sgbn_cifar10"])
+def test_kubo_configs_validate_and_every_transfer_source_is_a_variant(name):
+    from neurorobust.experiments.runner import named_source_spec
+    from neurorobust.experiments.sweep import expand_sweep
+    from neurorobust.specs import load_spec, train_key
+
+    for full in (False, True):
+        spec = load_spec(REPO / "configs" / f"{name}.toml", full=full)
+        variants = expand_sweep(spec)
+        trained = {train_key(v.spec) for v in variants}
+        for v in variants:
+            for a in v.spec.evaluate.attacks:
+                if a.name == "transfer":  # Table 4.8: sources are the experiment's own networks, same seed
+                    assert train_key(named_source_spec(v.spec, a.params["source"])) in trained, (v.spec.label, a.label)
+        labels = {v.spec.label for v in variants}
+        assert any(label.endswith("[EOT/BPDA]") for label in labels)
+        if name.startswith("sgbn"):
+            masks = {v.spec.model.params.get("mask") for v in variants if v.spec.model.name == "sgbn"}
+            assert masks == ({"full"} if full else {"channel"})  # the reduced gate is the 30-minute tier only
+    assert load_spec(REPO / "configs" / f"{name}.toml").reductions.startswith("30-minute tier")
