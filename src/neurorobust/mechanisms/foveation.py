@@ -669,7 +669,6 @@ class _GlimpseNet(nn.Module):
         if isinstance(head, nn.Linear):  # start at the prescribed transforms: zero weights, bias = init
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
-        self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(F.avg_pool2d(x, self.pool) if self.pool > 1 else x)
