@@ -407,3 +407,25 @@ def test_kubo_configs_validate_and_every_transfer_source_is_a_variant(name):
             masks = {v.spec.model.params.get("mask") for v in variants if v.spec.model.name == "sgbn"}
             assert masks == ({"full"} if full else {"channel"})  # the reduced gate is the 30-minute tier only
     assert load_spec(REPO / "configs" / f"{name}.toml").reductions.startswith("30-minute tier")
+
+
+def test_pgd_phase_trains_a_copy_with_the_mixed_adversarial_loss(one_thread):
+    from neurorobust.data import load_dataset
+    from neurorobust.mechanisms.sgbn import MixedPGDObjective
+
+    data = load_dataset("mnist")
+    torch.manual_seed(0)
+    net = create_model("sgbn_bnn").eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    tuned = MECHANISMS.create(
+        "pgd_phase", model=net, data=data, eps=0.3, steps=2, step_size=0.15, epochs=1, n=200, train={"batch_size": 50}
+    )
+    assert tuned is not net and all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(tuned.convs[1].weight, net.convs[1].weight)
+    assert "MixedPGDObjective(eps=0.3, steps=2" in tuned.mechanism_report["pgd_phase"]
+    # the loss is tau * CE(clean) + (1 - tau) * CE(adversarial): tau = 1 is plain cross-entropy
+    x, y = data.x_train[:20], data.y_train[:20]
+    loss, logits = MixedPGDObjective(0.3, steps=1, step_size=0.3, tau=1.0)(tuned.train(), x, y, torch.Generator())
+    assert torch.allclose(loss, F.cross_entropy(logits, y))
+    with pytest.raises(InvalidParameterError, match="'tau' parameter"):
+        MECHANISMS.create("pgd_phase", model=net, data=data, tau=1.5)
