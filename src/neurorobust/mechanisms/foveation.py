@@ -86,8 +86,10 @@ torch.Size([2, 10])
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,6 +119,7 @@ __all__ = [
     "retinal_constants",
     "retinal_radii",
     "retinal_source",
+    "save_figures",
     "stn_theta",
 ]
 
@@ -980,3 +983,172 @@ def foveated(
         offset=offset,
         glimpse=glimpse,
     )
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def _trained(config: str, label: str, runs_dir: str | None) -> nn.Module | None:
+    """The cached trained network of variant ``label`` (seed 0) of ``config``, or None if not trained yet."""
+    from ..data import load_dataset
+    from ..experiments.runner import build_model, default_runs_dir, train_key
+    from ..experiments.sweep import expand_sweep
+    from ..specs import load_spec
+    from ..training import load_checkpoint
+
+    for v in expand_sweep(load_spec(config)):
+        if v.spec.label == label and v.spec.seed == 0:
+            data = load_dataset(v.spec.data.name, v.spec.data.data_dir)
+            model = build_model(v.spec, data)
+            folder = (Path(runs_dir) if runs_dir else default_runs_dir()) / "checkpoints"
+            return model.eval() if load_checkpoint(folder, train_key(v.spec), model) is not None else None
+    return None
+
+
+def save_figures(
+    config: str,
+    out_dir: str,
+    *,
+    prefix: str = "foveation",
+    runs_dir: str | None = None,
+    store: str | None = None,
+    n_images: int = 4,
+) -> list[str]:
+    """The docs' figures for an experiment config (``configs/foveation_*.toml``); returns the files written.
+
+    ``<prefix>_fixations.png``: five retinal fixations (discrete and bilinear), the coarse crops and
+    the cortical scales of a test image, and a checkerboard warped both ways (thesis Fig. 8);
+    ``<prefix>_stn.png`` and ``<prefix>_multigaze.png``: the boxes of the trained transformers and the
+    predicted gazes on test images (when those networks are in the checkpoint cache);
+    ``<prefix>_pgd20.png`` and ``<prefix>_pgd5.png``: adversarial accuracy vs eps from the store.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Polygon
+
+    from ..data import balanced_subset, load_dataset
+    from ..report.build import latest_rows
+    from ..report.figures import curve_figure
+    from ..specs import load_spec
+    from ..store import ResultsStore
+
+    spec = load_spec(config)
+    data = load_dataset(spec.data.name, spec.data.data_dir)
+    idx = balanced_subset(data.y_test, 10, seed=0)[:n_images]
+    x = data.x_test[idx]
+    size = x.shape[-1]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    show = lambda ax, img: (ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy()), ax.axis("off"))  # noqa: E731
+
+    # 1. fixation grids
+    g_ret, g_coarse, g_cort = (fixation_offset(f, size) for f in ("retinal", "coarse", "cortical"))
+    pts = five_points(g_ret)
+    rows = 4
+    fig, axes = plt.subplots(rows, 6, figsize=(13, 2.3 * rows), dpi=90)
+    img = x[:1]
+    show(axes[0][0], img[0])
+    axes[0][0].set_title("test image, 5 points", fontsize=8)
+    c = (size - 1) / 2
+    axes[0][0].scatter(c + pts[:, 1], c + pts[:, 0], c="red", s=12)
+    for row, sampling in ((0, "discrete"), (1, "bilinear")):
+        sampler = RetinalSampler(size, sampling)
+        for k in range(5):
+            ax = axes[row][k + 1]
+            show(ax, sampler(img, pts[k : k + 1])[0])
+            ax.set_title(f"retinal {sampling} {tuple(int(v) for v in pts[k].tolist())}", fontsize=7)
+    crop = coarse_size(size)
+    show(axes[1][0], img[0])
+    for p in five_points(g_coarse).tolist():
+        top, left = (size - crop) / 2 + p[0], (size - crop) / 2 + p[1]
+        axes[1][0].add_patch(plt.Rectangle((left - 0.5, top - 0.5), crop, crop, fill=False, ec="yellow", lw=0.8))
+    axes[1][0].set_title(f"coarse crops ({crop} px)", fontsize=8)
+    cort = CorticalSampler(size)
+    scales = cort(img, [0, 0])
+    show(axes[2][0], img[0])
+    axes[2][0].set_title(f"cortical crops at (0, 0), offset {g_cort}", fontsize=8)
+    for side in cort.sides:
+        axes[2][0].add_patch(
+            plt.Rectangle(((size - side) / 2 - 0.5, (size - side) / 2 - 0.5), side, side, fill=False, ec="cyan", lw=0.8)
+        )
+    for k, s in enumerate(scales):
+        show(axes[2][k + 1], s[0])
+        axes[2][k + 1].set_title(f"scale {cort.sides[k]} px / r={cort.radii[k]}", fontsize=7)
+    for k in range(len(scales) + 1, 6):
+        axes[2][k].axis("off")
+    board = ((torch.arange(size)[:, None] // 8 + torch.arange(size)[None, :] // 8) % 2).float()
+    board = board.expand(1, 3, size, size)
+    gaze = torch.tensor([[-float(g_ret), float(g_ret)]])
+    show(axes[3][0], board[0])
+    axes[3][0].scatter([c + g_ret], [c - g_ret], c="red", s=12)
+    axes[3][0].set_title("checkerboard, gaze", fontsize=8)
+    for k, sampling in enumerate(("discrete", "bilinear")):
+        show(axes[3][k + 1], RetinalSampler(size, sampling)(board, gaze)[0])
+        axes[3][k + 1].set_title(f"retinal {sampling}", fontsize=8)
+    for k in range(3, 6):
+        axes[3][k].axis("off")
+    fig.tight_layout()
+    path = out / f"{prefix}_fixations.png"
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(str(path))
+
+    # 2. STN boxes
+    nets = [(label, _trained(config, label, runs_dir)) for label in ("stn-affine", "stn-attention")]
+    nets = [(label, net) for label, net in nets if net is not None]
+    if nets:
+        fig, axes = plt.subplots(len(nets), len(x), figsize=(2.6 * len(x), 2.7 * len(nets)), dpi=90, squeeze=False)
+        corners = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, 1.0]])
+        for r, (label, net) in enumerate(nets):
+            with torch.no_grad():
+                theta = net.thetas(x)  # type: ignore[operator]
+            for i in range(len(x)):
+                ax = axes[r][i]
+                show(ax, x[i])
+                for k in range(theta.shape[1]):
+                    xy = corners @ theta[i, k].T  # normalised (x, y) of the glimpse's corners
+                    pix = (xy + 1) * size / 2 - 0.5
+                    ax.add_patch(Polygon(pix.numpy(), closed=True, fill=False, ec=f"C{k}", lw=1))
+                ax.set_title(f"{label}", fontsize=8)
+        fig.tight_layout()
+        path = out / f"{prefix}_stn.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(str(path))
+
+    # 3. multi-gaze points
+    net = _trained(config, "multigaze", runs_dir)
+    if net is not None:
+        with torch.no_grad():
+            gz = net.gaze(x)  # type: ignore[operator]
+        fig, axes = plt.subplots(1, len(x), figsize=(2.6 * len(x), 2.8), dpi=90, squeeze=False)
+        for i in range(len(x)):
+            ax = axes[0][i]
+            show(ax, x[i])
+            ax.scatter(c + gz[i, :, 1], c + gz[i, :, 0], c=[f"C{k}" for k in range(gz.shape[1])], s=18)
+            ax.scatter(c + pts[:, 1], c + pts[:, 0], marker="x", c="white", s=10, lw=0.6)
+            ax.set_title("multi-gaze (x: initial)", fontsize=8)
+        fig.tight_layout()
+        path = out / f"{prefix}_multigaze.png"
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(str(path))
+
+    # 4. adversarial accuracy vs eps, from the store
+    with ResultsStore(store) as st:
+        rows_ = latest_rows(st.results(experiment=spec.name, done_only=True))
+    for attack in ("pgd20", "pgd5"):
+        done = curve_figure(rows_, attack, out / f"{prefix}_{attack}.png")
+        if done is not None:
+            written.append(str(done))
+    return written
+
+
+if __name__ == "__main__":  # python -m neurorobust.mechanisms.foveation CONFIG OUT_DIR [PREFIX]
+    import sys
+
+    for f in save_figures(sys.argv[1], sys.argv[2], prefix=sys.argv[3] if len(sys.argv) > 3 else "foveation"):
+        logging.getLogger(__name__).warning("wrote %s", f)
