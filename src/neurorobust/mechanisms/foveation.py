@@ -593,16 +593,29 @@ class FixationNet(ImageModel):
             return [int(v) for v in torch.randint(lo, hi, (2,))]
         return torch.randint(lo, hi, (n, 2)).float()  # retinal: one gaze per image
 
+    def five_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(5, B, classes) logits at the five fixed points, in one batched pass through the backbone(s)
+        (eval-mode batch norm treats samples independently, so this equals five separate passes)."""
+        pts = [[int(v) for v in p] for p in self.points.tolist()]
+        b = len(x)
+        if self.frontend == "coarse":
+            return self.backbone(torch.cat([coarse_crop(x, p, self.crop) for p in pts])).view(5, b, -1)
+        assert self.sampler is not None
+        if self.frontend == "retinal":
+            gaze = self.points.to(x.device, x.dtype).repeat_interleave(b, dim=0)
+            return self.backbone(self.sampler(x.repeat(5, 1, 1, 1), gaze)).view(5, b, -1)
+        per_point = [self.sampler(x, p) for p in pts]  # [point][scale]
+        feats = [net(torch.cat([sc[j] for sc in per_point])) for j, net in enumerate(self.scales)]
+        return self.scale_head(torch.cat(feats, dim=1)).view(5, b, -1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         if self.combine == "concat":
             assert self.concat_head is not None
-            logits = [self._glimpse_logits(x, [int(v) for v in p]) for p in self.points.tolist()]
-            return self.concat_head(torch.cat(logits, dim=1))
+            return self.concat_head(self.five_logits(x).permute(1, 0, 2).flatten(1))
         if self.training:
             return self._glimpse_logits(x, self._random_gaze(len(x)))
-        logits = [self._glimpse_logits(x, [int(v) for v in p]) for p in self.points.tolist()]
-        return torch.stack(logits).mean(0)
+        return self.five_logits(x).mean(0)
 
     @property
     def sampling_mode(self) -> str:
