@@ -332,3 +332,18 @@ def test_adversarial_accuracy_is_the_stored_robust_accuracy():
         clean_ok = net(x).argmax(1) == y
     m, a = int((~clean_ok).sum()), int((res.success & clean_ok).sum())
     assert adversarial_accuracy(m, a, len(y)) == pytest.approx(res.robust_accuracy)
+
+
+@pytest.mark.parametrize("sampling,straight", [("bilinear", False), ("discrete", False), ("discrete", True)])
+def test_cached_fixed_gaze_path_equals_the_per_image_geometry(sampling, straight):
+    x = torch.rand(6, 3, 32, 32)
+    gaze = five_points(8)[torch.tensor([3, 1, 0, 4, 2, 0])]
+    s = RetinalSampler(32, sampling)
+    s.straight_through = straight
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    fast = s(xa, gaze)  # few distinct gazes: cached tables
+    slow = s(xb, gaze.clone().requires_grad_(True))  # a gaze needing gradients: per-image geometry
+    weights = torch.arange(32.0)
+    (ga,) = torch.autograd.grad((fast * weights).sum(), xa)
+    (gb,) = torch.autograd.grad((slow * weights).sum(), xb)
+    assert torch.allclose(fast, slow, atol=1e-5) and torch.allclose(ga, gb, atol=1e-3)
