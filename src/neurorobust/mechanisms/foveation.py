@@ -1219,6 +1219,86 @@ def save_figures(
     return written
 
 
+THESIS_TABLES = {
+    "Table 1": {
+        "standard": [89.2, 79.6, 24.4, 3.0, 0.02, 0.00],
+        "coarse": [91.2, 80.8, 16.4, 1.20, 0.01, 0.00],
+        "retinal-discrete": [90.0, 82.8, 41.0, 9.0, 0.2, 0.00],
+        "cortical": [87.8, 82.0, 42.8, 11.8, 1.00, 0.00],
+    },
+    "Table 2": {
+        "standard": [88.2, 79.6, 24.4, 3.0, 0.2, 0.00],
+        "retinal-discrete": [90.0, 82.8, 41.0, 9.0, 0.2, 0.00],
+        "retinal-bilinear": [89.8, 85.4, 45.0, 12.6, 0.4, 0.00],
+    },
+}
+"""Burhanpurkar (2021) Tables 1-2 (ImageNet10, 20-step PGD): standard accuracy, then adversarial accuracy (%) at
+eps 0.001, 0.005, 0.01, 0.02, 0.05 (images in [0, 1])."""
+
+_GRID = (0.001, 0.005, 0.01, 0.02, 0.05)
+
+
+def tables_markdown(experiment: str, store: str | None = None, attack: str = "pgd20") -> str:
+    """Markdown of Tables 1-2 with ours next to the thesis' (``ours / thesis``) from the store, plus every
+    other model of ``experiment`` (ours only): clean and balanced accuracy, adversarial accuracy by eps,
+    mean (± sd) over seeds, n and the seed count."""
+    from ..report.build import latest_rows
+    from ..store import ResultsStore
+
+    with ResultsStore(store) as st:
+        rows = latest_rows(st.results(experiment=experiment, done_only=True))
+
+    def cell(model: str, att: str, metric: str, eps: float | None) -> tuple[float | None, dict[str, Any]]:
+        for r in rows:
+            same_eps = (eps is None and r["eps"] is None) or (
+                eps is not None and r["eps"] is not None and abs(r["eps"] - eps) < 1e-9
+            )
+            if r["model"] == model and r["attack"] == att and r["metric"] == metric and same_eps:
+                return r["value"], r
+        return None, {}
+
+    def fmt(v: float | None, r: dict[str, Any]) -> str:
+        if v is None:
+            return "—"
+        sd = r.get("params", {}).get("sd")
+        return f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd else "")
+
+    header = ["model", "clean", "balanced", *[f"eps {e:g}" for e in _GRID], "n", "seeds"]
+    out = []
+    models = sorted({r["model"] for r in rows if r["attack"] == attack})
+    for title, table in THESIS_TABLES.items():
+        out.append(f"**{title}** (ours / thesis, %; {attack})\n")
+        out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for model, paper in table.items():
+            clean, r0 = cell(model, "clean", "accuracy", None)
+            bal, rb = cell(model, "clean", "balanced_accuracy", None)
+            cells = [f"{fmt(clean, r0)} / {paper[0]:g}", fmt(bal, rb)]
+            n = seeds = "—"
+            for e, p in zip(_GRID, paper[1:], strict=True):
+                v, r = cell(model, attack, "accuracy", e)
+                cells.append(f"{fmt(v, r)} / {p:g}")
+                if r:
+                    n, seeds = str(r["n"]), str(r.get("params", {}).get("seeds", 1))
+            out.append("| " + " | ".join([model, *cells, n, seeds]) + " |")
+        out.append("")
+    others = [m for m in models if not any(m in t for t in THESIS_TABLES.values())]
+    if others:
+        out.append(f"**Other models** (ours only, %; {attack})\n")
+        out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for model in others:
+            clean, r0 = cell(model, "clean", "accuracy", None)
+            bal, rb = cell(model, "clean", "balanced_accuracy", None)
+            cells = [fmt(clean, r0), fmt(bal, rb)]
+            n = seeds = "—"
+            for e in _GRID:
+                v, r = cell(model, attack, "accuracy", e)
+                cells.append(fmt(v, r))
+                if r:
+                    n, seeds = str(r["n"]), str(r.get("params", {}).get("seeds", 1))
+            out.append("| " + " | ".join([model, *cells, n, seeds]) + " |")
+    return "\n".join(out) + "\n"
+
+
 if __name__ == "__main__":  # python -m neurorobust.mechanisms.foveation CONFIG OUT_DIR [PREFIX]
     import sys
 
