@@ -202,11 +202,33 @@ def test_distillation_trains_a_student_at_temperature(one_thread):
     fit(teacher, data.x_train, data.y_train, **tr)
     student = distill(teacher, data, temperature=20.0, train=tr)
     assert student is not teacher
-    assert not torch.equal(student.layers[0].weight, teacher.layers[0].weight)
+    assert not torch.equal(student.student.layers[0].weight, teacher.layers[0].weight)
     acc = (predict_logits(student, data.x_test).argmax(1) == data.y_test).float().mean()
     assert acc > 0.8
     # trained at T, used at T = 1: logits much larger than a T = 1 network's
-    assert predict_logits(student, data.x_test).abs().max() > 20
+    logits = predict_logits(student, data.x_test)
+    assert logits.abs().max() > 20
+    # attacks go backward through logits / T (same weights), where the softmax does not saturate
+    surrogate = student.bpda_surrogate()
+    with torch.no_grad():
+        assert torch.allclose(surrogate(data.x_test[:50]), logits[:50] / 20.0, atol=1e-5)
+
+
+def test_relu_output_mlp_declares_its_pre_relu_outputs_as_bpda_surrogate():
+    torch.manual_seed(0)
+    net = create_model("sleep_mlp", input_shape=(1, 10, 10), num_classes=4, widths=(16,))
+    net.eval()
+    x = torch.rand(64, 1, 10, 10)
+    surrogate = net.bpda_surrogate()
+    with torch.no_grad():
+        pre = surrogate(x)
+        assert torch.equal(net(x), torch.relu(pre))
+        assert (pre < 0).any()  # dead outputs exist: the ReLU would zero their gradients
+    net.layers[0].weight.data.mul_(2.0)  # the surrogate shares the weights (sleep changes them in place)
+    with torch.no_grad():
+        assert torch.equal(net(x), torch.relu(surrogate(x)))
+    linear = create_model("sleep_mlp", input_shape=(1, 10, 10), num_classes=4, output_activation="none")
+    assert linear.bpda_surrogate() is None
 
 
 def test_distillation_refuses_a_teacher_not_trained_at_its_temperature():

@@ -109,3 +109,15 @@ def test_reports_read_finished_runs_only_and_average_seeds(store):
     (row,) = rows
     assert row["value"] == pytest.approx(0.6) and row["params"]["seeds"] == 2
     assert row["params"]["sd"] == pytest.approx(0.14142, abs=1e-4)
+
+
+def test_a_checkpoint_of_another_architecture_is_treated_as_missing(tmp_path, caplog):
+    from torch import nn
+
+    from neurorobust.training import load_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path, "k", nn.Linear(3, 2), {"a": 1})
+    assert load_checkpoint(tmp_path, "k", nn.Linear(3, 2)) == {"a": 1}
+    with caplog.at_level("WARNING"):
+        assert load_checkpoint(tmp_path, "k", nn.Sequential(nn.Linear(3, 2))) is None
+    assert "does not fit" in caplog.text

@@ -29,6 +29,7 @@ from ..training.loop import predict_logits
 __all__ = [
     "RunOutcome",
     "build_model",
+    "checkpoint_model",
     "default_runs_dir",
     "evaluate_stage",
     "fit_settings",
@@ -84,6 +85,18 @@ def build_model(spec: ExperimentSpec, dataset: Dataset) -> nn.Module:
     return create_model(spec.model.name, **params)
 
 
+def checkpoint_model(spec: ExperimentSpec, dataset: Dataset) -> nn.Module:
+    """An untrained model of the shape the spec's checkpoint holds: the spec's model, wrapped by its
+    mechanism's ``architecture(model, data, **params)`` where the mechanism declares one (e.g. a
+    distilled network or a cerebellum head around the trained encoder)."""
+    model = build_model(spec, dataset)
+    if spec.mechanism is not None:
+        build = getattr(MECHANISMS.get(spec.mechanism.name).constructor, "architecture", None)
+        if build is not None:
+            model = build(model, dataset, **{"seed": spec.seed, **spec.mechanism.params})
+    return model
+
+
 def train_stage(
     spec: ExperimentSpec,
     dataset: Dataset,
@@ -95,11 +108,7 @@ def train_stage(
     """Train (or load from the checkpoint cache) and apply the mechanism; returns (model, meta, cached)."""
     folder = (runs_dir or default_runs_dir()) / "checkpoints"
     key = train_key(spec)
-    model = build_model(spec, dataset)
-    if spec.mechanism is not None:  # a mechanism that changes the architecture builds the shape its checkpoint has
-        build = getattr(MECHANISMS.get(spec.mechanism.name).constructor, "architecture", None)
-        if build is not None:
-            model = build(model, dataset, **{"seed": spec.seed, **spec.mechanism.params})
+    model = checkpoint_model(spec, dataset)
     meta = None if force else load_checkpoint(folder, key, model)
     if meta is None and not force:
         # held until this call returns: a second sweep worker needing the same key waits, then loads it

@@ -16,6 +16,10 @@ and the student is used at :math:`T = 1` (its plain logits). Tadros et al. (2020
 
 Distillation is known to mask gradients (the softmax at :math:`T = 1` of logits trained for
 :math:`T = 50` saturates), which is what the evaluation checklist is for (Carlini & Wagner 2016).
+The distilled network therefore declares a BPDA surrogate, its logits divided by :math:`T`
+(:class:`DistilledNetwork`): adaptive attacks take the gradient of the loss at the training
+temperature, where the softmax does not saturate (Carlini & Wagner's attack on distillation);
+the paper's own attacks run on the network as it is (``adaptive = false`` in the configs).
 
 References
 ----------
@@ -37,7 +41,45 @@ from ..training.loop import fit, predict_logits
 from ..validation import Interval, validate_params
 from . import MECHANISMS
 
-__all__ = ["distill", "reinitialise"]
+__all__ = ["DistilledNetwork", "distill", "reinitialise"]
+
+
+class DistilledNetwork(nn.Module):
+    """A distilled student used at T = 1, declaring how to attack it.
+
+    ``forward`` is the student's plain logits; ``bpda_surrogate()`` returns the logits divided by
+    the distillation temperature (same weights), whose softmax does not saturate.
+
+    Parameters
+    ----------
+    student : nn.Module
+        The network trained on soft labels at ``temperature``.
+    temperature : float
+        The distillation temperature T.
+    """
+
+    def __init__(self, student: nn.Module, temperature: float) -> None:
+        super().__init__()
+        validate_params("DistilledNetwork", {"temperature": Interval(float, 0, None, closed="neither")}, locals())
+        self.student = student
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)
+
+    def bpda_surrogate(self) -> nn.Module:
+        """The student's logits divided by T (shares its weights)."""
+        return _Scaled(self.student, 1.0 / self.temperature)
+
+
+class _Scaled(nn.Module):
+    def __init__(self, model: nn.Module, factor: float) -> None:
+        super().__init__()
+        self.model = model
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) * self.factor
 
 
 def reinitialise(model: nn.Module, seed: int) -> nn.Module:
@@ -84,8 +126,8 @@ def distill(
 
     Returns
     -------
-    nn.Module
-        The student, used at T = 1.
+    DistilledNetwork
+        The student, used at T = 1, with its BPDA surrogate (logits / T).
     """
     validate_params("distill", {"temperature": Interval(float, 0, None, closed="neither")}, locals())
     settings = {**(train or {})}
@@ -110,5 +152,14 @@ def distill(
     settings.setdefault("seed", seed)
     student = reinitialise(model, seed + 10_000)  # a fresh network, not the teacher's weights
     student, history = fit(student, x, soft, **settings, progress=progress)
-    student.mechanism_report = {"temperature": temperature, "student_history": history.epochs}  # type: ignore[assignment]
-    return student
+    distilled = DistilledNetwork(student, temperature)
+    distilled.mechanism_report = {"temperature": temperature, "student_history": history.epochs}  # type: ignore[assignment]
+    return distilled
+
+
+def _architecture(model: nn.Module, data: Any = None, *, temperature: float = 50.0, **_: Any) -> nn.Module:
+    """The shape a distillation checkpoint has (the runner loads cached students into it)."""
+    return DistilledNetwork(model, temperature)
+
+
+distill.architecture = _architecture  # type: ignore[attr-defined]

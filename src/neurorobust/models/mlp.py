@@ -27,6 +27,17 @@ from .base import ImageModel
 __all__ = ["MLP"]
 
 
+class _PreOutput(nn.Module):
+    """``mlp.pre_output`` as a module: the BPDA surrogate of an MLP with ReLU outputs."""
+
+    def __init__(self, mlp: MLP) -> None:
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp.pre_output(x)
+
+
 class MLP(ImageModel):
     """ReLU multilayer perceptron on flattened images.
 
@@ -114,12 +125,27 @@ class MLP(ImageModel):
         return h * (1.0 - self.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pre_output(x)
+        return torch.relu(out) if self.output_activation == "relu" else out
+
+    def pre_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output units' input currents, before the output activation (the logits when it is 'none')."""
         self.check_input(x)
         h = x.flatten(1)
         for layer in self.layers[:-1]:
             h = self._drop(torch.relu(layer(h)))
-        out = self.layers[-1](h)
-        return torch.relu(out) if self.output_activation == "relu" else out
+        return self.layers[-1](h)
+
+    def bpda_surrogate(self) -> nn.Module | None:
+        """With ReLU outputs, the same network without the output ReLU (sharing its weights); else ``None``.
+
+        A ReLU on the outputs zeroes the gradient of every class whose output is dead: a gradient attack
+        stalls once the true class's output reaches 0, and every output at 0 predicts class 0 by the
+        tie rule. On the sleep paper's network the checklist catches it (Square beats PGD on the
+        undefended control). Attacks therefore go backward through the pre-ReLU outputs (BPDA with
+        the identity for the output ReLU, Athalye et al. 2018); success is judged on the network itself.
+        """
+        return _PreOutput(self) if self.output_activation == "relu" else None
 
     def hidden_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Post-ReLU (and post test-time scaling) activations of every layer, output last."""

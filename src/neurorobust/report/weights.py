@@ -22,7 +22,7 @@ __all__ = ["variant_weights"]
 def variant_weights(config: str | Path, labels: list[str], *, seed: int = 0, runs_dir: Path | None = None) -> dict:
     """``{label: [weight tensors]}`` of the named sweep variants of ``config``, loaded from checkpoints."""
     from ..data import load_dataset
-    from ..experiments.runner import build_model, default_runs_dir
+    from ..experiments.runner import checkpoint_model, default_runs_dir
     from ..experiments.sweep import expand_sweep
     from ..specs import load_spec, train_key
     from ..training import load_checkpoint
@@ -35,7 +35,7 @@ def variant_weights(config: str | Path, labels: list[str], *, seed: int = 0, run
         if spec is None:
             known = sorted({k[0] for k in variants})
             raise NeuroRobustError(f"{config}: no variant {label!r} with seed {seed}; variants: {', '.join(known)}")
-        model = build_model(spec, load_dataset(spec.data.name, spec.data.data_dir))
+        model = checkpoint_model(spec, load_dataset(spec.data.name, spec.data.data_dir))
         if load_checkpoint(folder, train_key(spec), model) is None:
             raise NeuroRobustError(
                 f"{label} (seed {seed}) is not trained yet: run `make repro NAME={Path(config).stem}` first"

@@ -7,6 +7,7 @@ file and are renamed, so a killed process never leaves a half-written checkpoint
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -18,6 +19,8 @@ from torch import nn
 from ..errors import DataError
 
 __all__ = ["checkpoint_paths", "load_checkpoint", "save_checkpoint"]
+
+logger = logging.getLogger(__name__)
 
 
 def checkpoint_paths(folder: str | Path, key: str) -> tuple[Path, Path]:
@@ -42,7 +45,11 @@ def save_checkpoint(folder: str | Path, key: str, model: nn.Module, meta: dict[s
 
 
 def load_checkpoint(folder: str | Path, key: str, model: nn.Module) -> dict[str, Any] | None:
-    """Load checkpoint ``key`` into ``model``; ``None`` when there is none. Returns its metadata."""
+    """Load checkpoint ``key`` into ``model``; returns its metadata.
+
+    ``None`` when there is none, or when its tensors do not fit ``model`` (a checkpoint written before
+    a mechanism changed its architecture): the caller retrains, and a warning names the file.
+    """
     weights, info = checkpoint_paths(folder, key)
     if not (weights.is_file() and info.is_file()):
         return None
@@ -51,6 +58,10 @@ def load_checkpoint(folder: str | Path, key: str, model: nn.Module) -> dict[str,
         meta = json.loads(info.read_text())
     except Exception as exc:  # safetensors raises its own error types
         raise DataError(f"{weights}: cannot read checkpoint ({exc}); delete it or rerun with --force.") from None
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing/unexpected keys or shapes: written for another architecture
+        logger.warning("%s does not fit this model's architecture (%s); it will be retrained", weights, exc)
+        return None
     model.eval()
     return meta
