@@ -1238,10 +1238,11 @@ eps 0.001, 0.005, 0.01, 0.02, 0.05 (images in [0, 1])."""
 _GRID = (0.001, 0.005, 0.01, 0.02, 0.05)
 
 
-def tables_markdown(experiment: str, store: str | None = None, attack: str = "pgd20") -> str:
+def tables_markdown(experiment: str, store: str | None = None, attack: str = "pgd20", eps_scale: float = 1.0) -> str:
     """Markdown of Tables 1-2 with ours next to the thesis' (``ours / thesis``) from the store, plus every
     other model of ``experiment`` (ours only): clean and balanced accuracy, adversarial accuracy by eps,
-    mean (± sd) over seeds, n and the seed count."""
+    mean (± sd) over seeds, n and the seed count. ``eps_scale`` maps the grid to the stored eps (L2 attacks:
+    the grid times sqrt(input dimension))."""
     from ..report.build import latest_rows
     from ..store import ResultsStore
 
@@ -1251,7 +1252,7 @@ def tables_markdown(experiment: str, store: str | None = None, attack: str = "pg
     def cell(model: str, att: str, metric: str, eps: float | None) -> tuple[float | None, dict[str, Any]]:
         for r in rows:
             same_eps = (eps is None and r["eps"] is None) or (
-                eps is not None and r["eps"] is not None and abs(r["eps"] - eps) < 1e-9
+                eps is not None and r["eps"] is not None and abs(r["eps"] - eps) < 1e-6 * max(1.0, eps)
             )
             if r["model"] == model and r["attack"] == att and r["metric"] == metric and same_eps:
                 return r["value"], r
@@ -1266,7 +1267,8 @@ def tables_markdown(experiment: str, store: str | None = None, attack: str = "pg
     header = ["model", "clean", "balanced", *[f"eps {e:g}" for e in _GRID], "n", "seeds"]
     out = []
     models = sorted({r["model"] for r in rows if r["attack"] == attack})
-    for title, table in THESIS_TABLES.items():
+    compare = attack == "pgd20"  # the thesis' tables are 20-step L-inf PGD
+    for title, table in THESIS_TABLES.items() if compare else ():
         out.append(f"**{title}** (ours / thesis, %; {attack})\n")
         out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for model, paper in table.items():
@@ -1275,15 +1277,15 @@ def tables_markdown(experiment: str, store: str | None = None, attack: str = "pg
             cells = [f"{fmt(clean, r0)} / {paper[0]:g}", fmt(bal, rb)]
             n = seeds = "—"
             for e, p in zip(_GRID, paper[1:], strict=True):
-                v, r = cell(model, attack, "accuracy", e)
+                v, r = cell(model, attack, "accuracy", e * eps_scale)
                 cells.append(f"{fmt(v, r)} / {p:g}")
                 if r:
                     n, seeds = str(r["n"]), str(r.get("params", {}).get("seeds", 1))
             out.append("| " + " | ".join([model, *cells, n, seeds]) + " |")
         out.append("")
-    others = [m for m in models if not any(m in t for t in THESIS_TABLES.values())]
+    others = [m for m in models if not compare or not any(m in t for t in THESIS_TABLES.values())]
     if others:
-        out.append(f"**Other models** (ours only, %; {attack})\n")
+        out.append(f"**{'Other models' if compare else 'All models'}** (ours only, %; {attack})\n")
         out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         for model in others:
             clean, r0 = cell(model, "clean", "accuracy", None)
@@ -1291,7 +1293,7 @@ def tables_markdown(experiment: str, store: str | None = None, attack: str = "pg
             cells = [fmt(clean, r0), fmt(bal, rb)]
             n = seeds = "—"
             for e in _GRID:
-                v, r = cell(model, attack, "accuracy", e)
+                v, r = cell(model, attack, "accuracy", e * eps_scale)
                 cells.append(fmt(v, r))
                 if r:
                     n, seeds = str(r["n"]), str(r.get("params", {}).get("seeds", 1))
