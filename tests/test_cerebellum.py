@@ -75,12 +75,20 @@ def test_fused_kernel_batch_one_and_odd_sizes(one_thread):
     for classes in (10, 3):  # the kernel unrolls the class loop for 10 classes; 3 takes the generic loop
         nets = _twins(input_shape=(1, 7, 7), num_classes=classes, m=37, k=5, ltd=False)  # m not a multiple of 8
         x = torch.rand(1, 1, 7, 7).requires_grad_(True)
-        grads = []
-        for net in (nets["dense"], nets["fused"]):
-            y = net(x)
-            (g,) = torch.autograd.grad((y * torch.arange(classes)).sum(), x)
-            grads.append((y, g))
-        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+        for mode in ("eval", "train"):  # train: the read-out gradient at batch 1 (Table 7)
+            grads = []
+            for net in (nets["dense"], nets["fused"]):
+                getattr(net, mode)()
+                y = net(x)
+                g = torch.autograd.grad((y * torch.arange(classes)).sum(), (x, net.readout))
+                grads.append((y, *g))
+            torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    nets = _twins(input_shape=(1, 7, 7), m=37, k=5, ltd=True)
+    for net in (nets["torch"], nets["fused"]):
+        net.train()
+        for i in range(5):
+            net(torch.rand(1, 1, 7, 7, generator=torch.Generator().manual_seed(i)))
+    torch.testing.assert_close(nets["torch"].ltd.mu, nets["fused"].ltd.mu)
 
 
 def test_k_inputs_per_cell_with_and_without_replacement():

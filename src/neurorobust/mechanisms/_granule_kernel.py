@@ -24,7 +24,9 @@ incoming gradient :math:`G = \partial L / \partial Y` (B, c), gives
     \frac{\partial L}{\partial W_{jc}} = \sum_b G_{bc} \max(a_{bj}, 0)
 
 with per-thread input-gradient buffers (cells of different threads share inputs) summed at the
-end. A cell silent on the whole batch is skipped after its activations are computed. Work is
+end. A cell silent on the whole batch is skipped after its activations are computed. A batch of one
+(the paper's Table 7 trains at batch 1) has its own kernels that loop over cells only and keep the
+(m,) activations for the backward pass. Work is
 split into one contiguous block of cells per thread; the thread count follows
 ``torch.get_num_threads()`` (set by the caller), so a sweep worker with one torch thread runs the
 kernel on one thread.
@@ -40,7 +42,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["backward", "forward", "set_threads"]
+__all__ = ["backward", "backward1", "forward", "forward1", "set_threads"]
 
 # numba's OpenMP threading layer and torch's OpenMP runtime do not mix: once numba started its OpenMP
 # pool, every later torch op in the process took ~15 ms (measured: a 100k-element sqrt, 0.02 ms before).
@@ -193,6 +195,83 @@ def _backward(xT, idx, w, W, gT, want_x, want_w, nt):  # pragma: no cover - comp
     else:
         total_x = np.zeros((1, B), dtype=xT.dtype)
     return total_x, gW
+
+
+@njit(parallel=True, fastmath=_FASTMATH, nogil=True, cache=True)
+def _forward1(x, idx, w, W, nt):  # pragma: no cover - compiled
+    # batch of one: loop over cells only; the (m,) activations are returned (they are the batch mean)
+    m, k = idx.shape
+    c = W.shape[1]
+    h = np.empty(m, dtype=x.dtype)
+    acc = np.zeros((nt, c), dtype=x.dtype)
+    block = (m + nt - 1) // nt
+    for t in prange(nt):
+        lo = t * block
+        hi = min(m, lo + block)
+        for j in range(lo, hi):
+            a = w[j, 0] * x[idx[j, 0]]
+            for q in range(1, k):
+                a += w[j, q] * x[idx[j, q]]
+            a = max(a, 0)
+            h[j] = a
+            if a > 0:
+                for cc in range(c):
+                    acc[t, cc] += a * W[j, cc]
+    out = np.zeros((1, c), dtype=x.dtype)
+    for t in range(nt):
+        for cc in range(c):
+            out[0, cc] += acc[t, cc]
+    return out, h
+
+
+@njit(parallel=True, fastmath=_FASTMATH, nogil=True, cache=True)
+def _backward1(x, idx, w, W, h, g, want_x, want_w, nt):  # pragma: no cover - compiled
+    d = x.shape[0]
+    m, k = idx.shape
+    c = W.shape[1]
+    gx = np.zeros((nt if want_x else 1, d if want_x else 1), dtype=x.dtype)
+    gW = np.zeros((m if want_w else 1, c), dtype=x.dtype)
+    block = (m + nt - 1) // nt
+    for t in prange(nt):
+        lo = t * block
+        hi = min(m, lo + block)
+        for j in range(lo, hi):
+            a = h[j]
+            if a <= 0:
+                continue
+            if want_w:
+                for cc in range(c):
+                    gW[j, cc] = a * g[cc]
+            if want_x:
+                s = g[0] * W[j, 0]
+                for cc in range(1, c):
+                    s += g[cc] * W[j, cc]
+                for q in range(k):
+                    gx[t, idx[j, q]] += w[j, q] * s
+    total = np.zeros((1, d if want_x else 1), dtype=x.dtype)
+    for t in range(gx.shape[0]):
+        for i in range(gx.shape[1]):
+            total[0, i] += gx[t, i]
+    return total, gW
+
+
+def forward1(x: np.ndarray, idx: np.ndarray, w: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batch of one: ``(Y (1, c), activations h (m,))`` for ``x`` (d,)."""
+    return _forward1(x, idx, w, W, numba.get_num_threads())
+
+
+def backward1(
+    x: np.ndarray,
+    idx: np.ndarray,
+    w: np.ndarray,
+    W: np.ndarray,
+    h: np.ndarray,
+    g: np.ndarray,
+    want_x: bool,
+    want_w: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Batch of one: ``(dL/dX (1, d), dL/dW (m, c))`` from the saved activations ``h`` and ``g`` = dL/dY (c,)."""
+    return _backward1(x, idx, w, W, h, g, want_x, want_w, numba.get_num_threads())
 
 
 def forward(xT: np.ndarray, idx: np.ndarray, w: np.ndarray, W: np.ndarray, want_mean: bool) -> tuple[np.ndarray, ...]:

@@ -327,10 +327,15 @@ class _FusedGranuleReadout(torch.autograd.Function):
         ctx: Any, x: torch.Tensor, readout: torch.Tensor, idx32: torch.Tensor, w: torch.Tensor, want_sum: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         _kernel.set_threads(torch.get_num_threads())
-        xT = x.detach().T.contiguous().numpy()
         W = readout.detach().numpy()
-        y, hsum = _kernel.forward(xT, idx32.numpy(), w.numpy(), W, bool(want_sum))
-        ctx.xT, ctx.W, ctx.idx, ctx.w = xT, W, idx32.numpy(), w.numpy()
+        ctx.W, ctx.idx, ctx.w, ctx.single = W, idx32.numpy(), w.numpy(), x.shape[0] == 1
+        if ctx.single:  # batch of one (Table 7): a loop over cells, activations kept for the backward pass
+            ctx.x1 = x.detach().reshape(-1).contiguous().numpy()
+            y, hsum = _kernel.forward1(ctx.x1, ctx.idx, ctx.w, W)
+            ctx.h = hsum
+        else:
+            ctx.xT = x.detach().T.contiguous().numpy()
+            y, hsum = _kernel.forward(ctx.xT, ctx.idx, ctx.w, W, bool(want_sum))
         hsum_t = torch.from_numpy(hsum)
         ctx.mark_non_differentiable(hsum_t)
         return torch.from_numpy(y), hsum_t
@@ -341,9 +346,15 @@ class _FusedGranuleReadout(torch.autograd.Function):
         if not (want_x or want_w):
             return None, None, None, None, None
         _kernel.set_threads(torch.get_num_threads())
-        gT = gy.to(torch.float32 if ctx.xT.dtype.itemsize == 4 else torch.float64).T.contiguous().numpy()
-        gxT, gW = _kernel.backward(ctx.xT, ctx.idx, ctx.w, ctx.W, gT, bool(want_x), bool(want_w))
-        gx = torch.from_numpy(gxT).T if want_x else None
+        dtype = torch.float32 if ctx.W.dtype.itemsize == 4 else torch.float64
+        if ctx.single:
+            g = gy.to(dtype).reshape(-1).contiguous().numpy()
+            gx1, gW = _kernel.backward1(ctx.x1, ctx.idx, ctx.w, ctx.W, ctx.h, g, bool(want_x), bool(want_w))
+            gx = torch.from_numpy(gx1) if want_x else None
+        else:
+            gT = gy.to(dtype).T.contiguous().numpy()
+            gxT, gW = _kernel.backward(ctx.xT, ctx.idx, ctx.w, ctx.W, gT, bool(want_x), bool(want_w))
+            gx = torch.from_numpy(gxT).T if want_x else None
         return gx, (torch.from_numpy(gW) if want_w else None), None, None, None
 
 
