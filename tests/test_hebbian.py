@@ -413,3 +413,26 @@ def test_pruning_zeroes_the_unconverged_units():
     assert info["components"] >= 2 and info["pruned"] == 60
     assert (w[300:] == 0).all() and (w[:300] != 0).all()
     assert math.exp(-8) < info["cutoff"] < math.exp(-5)
+
+
+def test_cached_metric_follows_weight_changes():
+    layer = KrotovHopfieldLayer(6, 4, p=3.0, k=2, generator=torch.Generator().manual_seed(0))
+    v = torch.rand(5, 6)
+    first = layer(v)
+    assert torch.allclose(first, v @ (layer.weight * layer.weight.abs()).T)
+    layer.step(v, 0.1)  # in place: the cache must not serve the old weights
+    assert torch.allclose(layer(v), v @ (layer.weight * layer.weight.abs()).T)
+    layer.load_state_dict({"weight": torch.zeros(4, 6)})
+    assert torch.equal(layer(v), torch.zeros(5, 4))
+
+
+def test_denormal_synapses_are_flushed_to_zero():
+    from neurorobust.mechanisms.hebbian import FLUSH, signed_power
+
+    w = torch.tensor([[1e-20, 0.5, -1e-36], [2e-31, -0.3, 0.1]])
+    m = signed_power(w, 3.0)
+    assert m[0, 0] == 0 and m[0, 2] == 0 and m[1, 0] == 0  # 1e-40, -1e-72, 4e-62 would be denormal or underflow
+    assert m[0, 1] == pytest.approx(0.25) and m[1, 1] == pytest.approx(-0.09)
+    b = w.clone()
+    normalised_step(b, torch.zeros_like(b), 0.1)
+    assert b[0, 2] == 0 and b[1, 0] == 0 and b[0, 0] == pytest.approx(1e-20) and FLUSH == 1e-30

@@ -78,6 +78,7 @@ from ..training.loop import lr_at
 from ..validation import Constraint, Interval, Options, validate_params
 
 __all__ = [
+    "FLUSH",
     "PRESETS",
     "HebbianNet",
     "HiddenLayerNet",
@@ -222,18 +223,33 @@ def kh_increment_loop(
 
 
 def normalised_step(weight: torch.Tensor, increment: torch.Tensor, lr: float, prec: float = 1e-30) -> None:
-    """``W += lr * dW / max(max |dW|, prec)`` in place (the authors' normalised update)."""
+    """``W += lr * dW / max(max |dW|, prec)`` in place (the authors' normalised update; entries below
+    :data:`FLUSH` become 0)."""
     scale = max(float(increment.abs().max()), prec)
-    weight.add_(increment, alpha=lr / scale)
+    _flush(weight.add_(increment, alpha=lr / scale))
+
+
+#: Synapses and metric entries below this are set to 0: the rule shrinks unused synapses
+#: geometrically into float32 denormals, which make every matmul with them ~40x slower (measured:
+#: 179 ms vs 4.6 ms for 100 MNIST images through 2,000 learned units); 1e-30 is far below any
+#: current's float32 resolution, so no result changes.
+FLUSH = 1e-30
+
+
+def _flush(t: torch.Tensor) -> torch.Tensor:
+    return t.masked_fill_(t.abs() < FLUSH, 0.0)
 
 
 def signed_power(weight: torch.Tensor, p: float) -> torch.Tensor:
-    """``sign(W) |W|^(p-1)`` (= ``W |W|^(p-2)``), with the common p = 2, 3 without a pow."""
+    """``sign(W) |W|^(p-1)`` (= ``W |W|^(p-2)``), with the common p = 2, 3 without a pow; entries
+    below :data:`FLUSH` are 0."""
     if p == 2:
-        return weight.clone()
-    if p == 3:
-        return weight * weight.abs()
-    return weight * weight.abs().pow(p - 2)
+        out = weight.clone()
+    elif p == 3:
+        out = weight * weight.abs()
+    else:
+        out = weight * weight.abs().pow(p - 2)
+    return _flush(out)
 
 
 def sparse_step(
@@ -270,7 +286,7 @@ def sparse_step(
     increment = (radius**p) * gv - gi[:, None] * w
     scale = max(float(increment.abs().max()), prec)
     w.add_(increment, alpha=lr / scale)
-    weight[units] = w
+    weight[units] = _flush(w)
     metric[units] = signed_power(w, p)
     return ranked[:, 0]
 
@@ -405,9 +421,20 @@ class KrotovHopfieldLayer(nn.Module):
         self.p, self.k, self.delta, self.radius = float(p), int(k), float(delta), float(radius)
         self.register_buffer("weight", torch.randn(hidden, in_features, generator=generator) * init_std)
         self.wins = torch.zeros(hidden, dtype=torch.long)
+        self._metric_key: tuple[Any, ...] | None = None
+        self._metric = torch.empty(0)
+
+    def metric(self) -> torch.Tensor:
+        """``sign(W)|W|^(p-1)``, cached until the weights change (in place or by a move)."""
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.device)
+        if self._metric_key != key:
+            with torch.no_grad():
+                self._metric = signed_power(self.weight, self.p)
+            self._metric_key = key
+        return self._metric
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        return currents(self.weight, v, self.p)
+        return v @ self.metric().T
 
     def increment(self, v: torch.Tensor) -> torch.Tensor:
         """The batch increment :func:`kh_increment` for inputs ``v`` of shape (B, D)."""
@@ -963,10 +990,10 @@ def plot_weights(model: nn.Module, path: Any, *, rows: int = 5, cols: int = 10, 
         img = weight[i].detach().cpu().reshape(c, h, w)
         if c == 1:
             scale = float(img.abs().max()) or 1.0
-            ax.imshow(img[0], cmap="bwr", vmin=-scale, vmax=scale)
+            ax.imshow(img[0].numpy(), cmap="bwr", vmin=-scale, vmax=scale)
         else:  # colour: min-max per unit, as the authors draw theirs
             img = img.permute(1, 2, 0)
-            ax.imshow((img - img.min()) / max(float(img.max() - img.min()), 1e-12))
+            ax.imshow(((img - img.min()) / max(float(img.max() - img.min()), 1e-12)).numpy())
     fig.suptitle(title or "hidden units' synapses", fontsize=9)
     fig.tight_layout()
     path = Path(path)
