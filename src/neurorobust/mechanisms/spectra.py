@@ -406,9 +406,8 @@ class SpectralRegulariser(nn.Module):
             raise InvalidParameterError(
                 "h", "SpectralRegulariser.update_basis", f"a (N, {self.units}) tensor with N >= 2", h
             )
-        h = h.double()
-        centred = h - h.mean(0, keepdim=True)
-        lam, vec = torch.linalg.eigh(centred.T @ centred / (len(h) - 1))
+        centred = (h.double() - h.double().mean(0, keepdim=True)).float()  # float32 products, float64 eigh
+        lam, vec = torch.linalg.eigh((centred.T @ centred).double() / (len(h) - 1))
         order = torch.argsort(lam, descending=True)
         self.basis = vec[:, order].to(self.gamma.device, torch.float32)
         return lam[order]
