@@ -436,3 +436,13 @@ def test_denormal_synapses_are_flushed_to_zero():
     b = w.clone()
     normalised_step(b, torch.zeros_like(b), 0.1)
     assert b[0, 2] == 0 and b[1, 0] == 0 and b[0, 0] == pytest.approx(1e-20) and FLUSH == 1e-30
+
+
+def test_spectrum_of_a_sweep_names_its_variants():
+    from neurorobust.errors import SpecError
+    from neurorobust.mechanisms.spectra import spectra_of_spec
+    from neurorobust.specs import load_spec
+
+    spec = load_spec(REPO / "configs" / "hebbian_mnist.toml")
+    with pytest.raises(SpecError, match=r"no sweep variant labelled 'nope'; labels: .*'backprop'.*'kh'"):
+        spectra_of_spec(spec, "hidden", variant="nope")
