@@ -347,3 +347,11 @@ def test_cached_fixed_gaze_path_equals_the_per_image_geometry(sampling, straight
     (ga,) = torch.autograd.grad((fast * weights).sum(), xa)
     (gb,) = torch.autograd.grad((slow * weights).sum(), xb)
     assert torch.allclose(fast, slow, atol=1e-5) and torch.allclose(ga, gb, atol=1e-3)
+
+
+@pytest.mark.parametrize("frontend", ["stn", "multigaze"])
+def test_a_training_batch_of_one_image_works(frontend):
+    # the last batch of an epoch can hold one image (caltech10: 2433 = 38 x 64 + 1): batch norm must cope
+    net = create_model("foveated", input_shape=(3, 128, 128), frontend=frontend, backbone="resnet18", width=4)
+    net.train()
+    assert net(torch.rand(1, 3, 128, 128)).shape == (1, 10)

@@ -392,9 +392,10 @@ class RetinalSampler(nn.Module):
                     rows = (inv == k).nonzero().squeeze(1).to(x.device)
                     order.append(rows)
                     if self.sampling == "discrete" and self.straight_through:
-                        piece = _StraightThrough.apply(
-                            self._fixed_discrete(padded[rows], u), self._fixed(padded[rows], (u[0], u[1]))
-                        )
+                        sub = padded[rows]
+                        src = retinal_source(self.size, torch.tensor([u], dtype=x.dtype), self.constants)
+                        bil = bilinear_sample(sub, src.to(x.device).expand(len(rows), -1, -1, -1))
+                        piece = _StraightThrough.apply(self._fixed_discrete(sub, u), bil)
                     else:
                         piece = self._fixed(padded[rows], (u[0], u[1]))
                     pieces.append(piece)
