@@ -239,9 +239,10 @@ def test_every_model_has_finite_nonzero_input_gradients(frontend, kw):
 
 
 def test_discrete_declares_a_straight_through_bpda_surrogate_and_the_engine_uses_it():
-    disc, bil = _tiny("retinal", sampling="discrete").eval(), _tiny("retinal", sampling="bilinear").eval()
+    disc, bil = _tiny("retinal", sampling="discrete", bpda=True).eval(), _tiny("retinal", sampling="bilinear").eval()
     assert getattr(bil, "bpda_surrogate", None) is None and getattr(_tiny("coarse"), "bpda_surrogate", None) is None
-    assert getattr(_tiny("retinal", sampling="discrete", bpda=False), "bpda_surrogate", None) is None
+    plain = _tiny("retinal", sampling="discrete")  # default: exact (sparse) gradients, no surrogate
+    assert getattr(plain, "bpda_surrogate", None) is None and isinstance(auto_wrap(PGD(steps=2), plain), PGD)
     surrogate = disc.bpda_surrogate()
     x = torch.rand(2, 3, 32, 32, requires_grad=True)
     with torch.no_grad():
