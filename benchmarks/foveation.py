@@ -31,8 +31,8 @@ from neurorobust.models import count_parameters, create_model
 def models(size: int, width: int) -> list[tuple[str, dict]]:
     """The 30-minute tier's variants (configs/foveation_*.toml) for images of side ``size``."""
     small = size == 32
-    stn = {"glimpse": 16} if small else {"glimpse": 45, "loc_pool": 4}
-    gaze = {"glimpse": 16} if small else {"glimpse": 64, "loc_pool": 4}
+    stn = {"glimpse": 16} if small else {"glimpse": 45}
+    gaze = {"glimpse": 16} if small else {"glimpse": 64}
     return [
         ("standard", {"frontend": "none"}),
         ("coarse", {"frontend": "coarse"}),
