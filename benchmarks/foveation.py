@@ -55,14 +55,43 @@ def _median_rate(fn, images: int, repeats: int) -> float:
     return images / statistics.median(times)
 
 
+def bpda_probe(config: str, n: int) -> None:
+    """PGD-20 (eps/12, early stop) on the trained ``retinal-discrete`` network of ``config`` (seed 0, from the
+    checkpoint cache): its exact input gradient vs BPDA through the straight-through bilinear sampler."""
+    from neurorobust.attacks.wrappers import BPDA
+    from neurorobust.data import balanced_subset, load_dataset
+    from neurorobust.mechanisms.foveation import _StraightThroughView, _trained
+    from neurorobust.specs import load_spec
+
+    spec = load_spec(config)
+    data = load_dataset(spec.data.name, spec.data.data_dir)
+    net = _trained(config, "retinal-discrete", None)
+    if net is None:
+        raise SystemExit(f"retinal-discrete of {config} is not trained yet: run `neurorobust repro` first")
+    idx = balanced_subset(data.y_test, n, seed=0)
+    x, y = data.x_test[idx], data.y_test[idx]
+    pgd = PGD(steps=20, rel_step_size=1 / 12, random_start=False, early_stop=True)
+    for eps in (0.005, 0.01):
+        exact = pgd(net, x, y, eps=eps, generator=torch.Generator().manual_seed(0))
+        bpda = BPDA(attack=pgd, surrogate=_StraightThroughView(net))(
+            net, x, y, eps=eps, generator=torch.Generator().manual_seed(0)
+        )
+        print(f"eps {eps}: exact-gradient PGD-20 {exact.robust_accuracy:.3f}  BPDA {bpda.robust_accuracy:.3f}  n={n}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bpda-probe", metavar="CONFIG", help="only compare exact vs BPDA gradients (see bpda_probe)")
+    parser.add_argument("--probe-n", type=int, default=50)
     parser.add_argument("--size", type=int, default=128, choices=[32, 128])
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--attack-batch", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.bpda_probe:
+        bpda_probe(args.bpda_probe, args.probe_n)
+        return
     backbone = "resnet20" if args.size == 32 else "resnet18"
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
