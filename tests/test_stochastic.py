@@ -274,6 +274,10 @@ def test_bnn_binarises_weights_to_plus_minus_alpha():
     alpha = w.abs().flatten(1).mean(1)
     assert torch.allclose(b.abs(), alpha[:, None, None, None].expand_as(b))
     assert torch.equal(torch.sign(b), torch.where(w >= 0, 1.0, -1.0))
+    stoch = create_model("sgbn_bnn", quantize="stoch").eval().quant[1]
+    draws = torch.stack([stoch(w) for _ in range(4000)]).mean(0)
+    a = alpha[:, None, None, None]
+    assert torch.allclose(draws, a * (w / a).clamp(-1, 1), atol=0.06 * float(alpha.max()))  # E[alpha b]
 
 
 def test_eot_attack_is_stronger_than_one_sample_on_a_stochastic_toy(one_thread):

@@ -622,8 +622,10 @@ class _BinaryWeights(RandomLayer):
     r"""Binarised weights :math:`\alpha\,b(w)`, :math:`\alpha` = mean :math:`|w|` per output unit (scaled BNN).
 
     ``"det"``: :math:`b = \operatorname{sign}(w)`; ``"stoch"``: :math:`b = +1` with probability
-    :math:`\operatorname{clip}((w + 1)/2, 0, 1)` (eq 2.18); straight-through within :math:`|w| \le 1`
-    (eq 2.21). The expected value is :math:`\alpha\,\operatorname{clip}(w, -1, 1)`.
+    :math:`\operatorname{clip}((w/\alpha + 1)/2, 0, 1)`, the hard sigmoid of eq 2.18 applied to the scaled
+    weight (on the raw weights every draw would be a coin flip for the small weights Adam keeps);
+    straight-through within :math:`|w| \le 1` (eq 2.21). The expected value (the BPDA surrogate) is
+    :math:`\alpha\,\operatorname{clip}(w/\alpha, -1, 1)`, a smooth stand-in for the sign too.
     """
 
     def __init__(self, mode: str) -> None:
@@ -639,14 +641,14 @@ class _BinaryWeights(RandomLayer):
         return False  # acts on weights; the sign activations are what block input gradients
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        alpha = w.detach().abs().flatten(1).mean(1).reshape(-1, *([1] * (w.dim() - 1)))
-        clipped = w.clamp(-1, 1)
+        alpha = w.detach().abs().flatten(1).mean(1).reshape(-1, *([1] * (w.dim() - 1))).clamp_min(1e-12)
         if self.expected:
-            return alpha * clipped
+            return alpha * (w / alpha).clamp(-1, 1)
         if self.mode == "det":
             b = torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
         else:
-            b = (torch.rand_like(w) < ((w + 1) / 2).clamp(0, 1)).to(w.dtype) * 2 - 1
+            b = (torch.rand_like(w) < ((w / alpha + 1) / 2).clamp(0, 1)).to(w.dtype) * 2 - 1
+        clipped = w.clamp(-1, 1)
         return alpha * (clipped + (b - clipped).detach())
 
 
