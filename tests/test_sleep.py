@@ -278,3 +278,28 @@ def test_finetune_refuses_unknown_targets(patches_net):
 
 def test_mechanisms_are_registered():
     assert {"sleep", "distillation", "finetune"} <= set(MECHANISMS.names())
+
+
+def test_bpda_on_a_distilled_network_computes_its_loss_on_the_rescaled_logits():
+    from torch import nn
+
+    from neurorobust.attacks.wrappers import BPDAModel
+    from neurorobust.mechanisms.distillation import DistilledNetwork
+
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    linear[1].weight.data.mul_(1e4)  # logits ~1e4: the softmax saturates, float32 CE gradients are exactly 0
+    net = DistilledNetwork(linear, temperature=1e4)
+    x = torch.rand(8, 1, 2, 2, requires_grad=True)
+    y = net(x).argmax(1)
+
+    def grad(model: nn.Module) -> torch.Tensor:
+        xg = x.detach().clone().requires_grad_(True)
+        torch.nn.functional.cross_entropy(model(xg), y).backward()
+        return xg.grad
+
+    assert grad(net).abs().max() == 0  # the masking the surrogate has to undo
+    wrapped = BPDAModel(net, net.bpda_surrogate())
+    assert grad(wrapped).abs().min() > 0
+    with torch.no_grad():
+        assert torch.equal(wrapped(x).argmax(1), y)  # same decisions

@@ -2,7 +2,10 @@
 
 A model declares what it is: ``is_stochastic = True`` when its forward pass is random, and a
 method ``bpda_surrogate() -> nn.Module`` returning a differentiable stand-in (same inputs and
-logits) when its forward pass has no useful gradient. :func:`auto_wrap` reads the
+logits) when its forward pass has no useful gradient. A model whose surrogate makes the same
+decisions (e.g. the logits divided by a temperature) also sets ``bpda_surrogate_values = True``:
+the attack's loss is then computed on the surrogate's values too, since a loss evaluated on
+saturated real logits has a zero gradient whatever the surrogate's Jacobian. :func:`auto_wrap` reads the
 declarations and wraps an attack accordingly; :class:`EOT` and :class:`BPDA` can also be used
 directly around any gradient attack.
 """
@@ -69,7 +72,9 @@ class BPDAModel(nn.Module):
         \tilde f(x) = g(x) + \operatorname{stopgrad}\big(f(x) - g(x)\big)
 
     The forward value is the real model's :math:`f(x)`; the gradient is the surrogate's
-    :math:`\nabla_x g(x)`.
+    :math:`\nabla_x g(x)`. When the model declares ``bpda_surrogate_values = True`` (its surrogate
+    has the same arg-max, e.g. rescaled logits) the value is :math:`g(x)` as well, so that a loss on
+    saturated logits does not zero the gradient before it reaches :math:`\nabla_x g`.
     """
 
     def __init__(self, model: nn.Module, surrogate: nn.Module) -> None:
@@ -79,6 +84,8 @@ class BPDAModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.surrogate(x)
+        if getattr(self.model, "bpda_surrogate_values", False):
+            return s
         with torch.no_grad():
             real = self.model(x)
         return s + (real - s).detach()

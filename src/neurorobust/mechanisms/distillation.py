@@ -48,7 +48,10 @@ class DistilledNetwork(nn.Module):
     """A distilled student used at T = 1, declaring how to attack it.
 
     ``forward`` is the student's plain logits; ``bpda_surrogate()`` returns the logits divided by
-    the distillation temperature (same weights), whose softmax does not saturate.
+    the distillation temperature (same weights), whose softmax does not saturate. Its arg-max is
+    the student's, so ``bpda_surrogate_values = True``: attacks compute their loss on the
+    rescaled logits (Carlini & Wagner 2016, *Defensive distillation is not robust to adversarial
+    examples*: at T = 1 the softmax saturates and the cross-entropy gradient underflows to zero).
 
     Parameters
     ----------
@@ -57,6 +60,8 @@ class DistilledNetwork(nn.Module):
     temperature : float
         The distillation temperature T.
     """
+
+    bpda_surrogate_values = True
 
     def __init__(self, student: nn.Module, temperature: float) -> None:
         super().__init__()
