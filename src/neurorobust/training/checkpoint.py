@@ -60,8 +60,12 @@ def load_checkpoint(folder: str | Path, key: str, model: nn.Module) -> dict[str,
         raise DataError(f"{weights}: cannot read checkpoint ({exc}); delete it or rerun with --force.") from None
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:  # missing/unexpected keys or shapes: written for another architecture
-        logger.warning("%s does not fit this model's architecture (%s); it will be retrained", weights, exc)
+    except RuntimeError:  # missing/unexpected keys or shapes: written for another architecture
+        theirs, ours = set(state), set(model.state_dict())
+        diff = sorted(theirs ^ ours)[:3] or ["tensor shapes"]
+        logger.warning(
+            "%s was written for another architecture (differs in %s); it will be retrained", weights, ", ".join(diff)
+        )
         return None
     model.eval()
     return meta
