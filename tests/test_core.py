@@ -134,6 +134,24 @@ def test_train_key_ignores_evaluation_and_data_dir():
     assert eval_key(a) != eval_key(b)
 
 
+def test_a_bumped_registry_version_changes_only_that_entrys_train_key():
+    from dataclasses import replace
+
+    from neurorobust.models import MODELS
+
+    spec = parse_spec({"data": {"name": "digits"}, "model": {"name": "mlp"}})
+    other = parse_spec({"data": {"name": "digits"}, "model": {"name": "cnn_mnist"}})
+    before, other_before = train_key(spec), train_key(other)
+    entry = MODELS._entries["mlp"]
+    MODELS._entries["mlp"] = replace(entry, version=2)
+    try:
+        assert train_key(spec) != before
+        assert train_key(other) == other_before
+    finally:
+        MODELS._entries["mlp"] = entry
+    assert train_key(spec) == before
+
+
 # -- training ---------------------------------------------------------------------------------
 def test_lr_schedules_are_pure_functions():
     assert lr_at(5, base=0.1, epochs=10, schedule="constant") == 0.1

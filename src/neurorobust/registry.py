@@ -41,6 +41,8 @@ class Entry:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     paper: str | None = None
     tags: tuple[str, ...] = ()
+    #: Bumped when a fix changes what the constructor builds or trains; part of the train key when > 1.
+    version: int = 1
 
     @property
     def summary(self) -> str:
@@ -73,13 +75,18 @@ class Registry:
         defaults: Mapping[str, Any] | None = None,
         paper: str | None = None,
         tags: tuple[str, ...] = (),
+        version: int = 1,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator registering ``fn`` under ``name``; a duplicate name raises ``ValueError``."""
+        """Decorator registering ``fn`` under ``name``; a duplicate name raises ``ValueError``.
+
+        ``version``: bump it when a fix changes what ``fn`` builds or how it trains, so that cached
+        checkpoints and results of this entry alone stop matching (others stay valid).
+        """
 
         def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            entry = Entry(name, fn, dict(defaults or {}), paper, tuple(tags))
+            entry = Entry(name, fn, dict(defaults or {}), paper, tuple(tags), int(version))
             self._check_defaults(entry)
             self._entries[name] = entry
             return fn

@@ -519,7 +519,28 @@ def train_key(spec: ExperimentSpec) -> str:
         for k, v in d["train"].items()
         if not ((k == "adversarial" and v is None) or (k == "augment" and v == "none"))
     }
-    return _digest([data, d["model"], d["mechanism"], train, d["seed"], CACHE_VERSION])
+    parts = [data, d["model"], d["mechanism"], train, d["seed"], CACHE_VERSION]
+    versions = _entry_versions(spec)
+    if versions:  # only entries whose version was bumped: every other key stays as it was
+        parts.append(versions)
+    return _digest(parts)
+
+
+def _entry_versions(spec: ExperimentSpec) -> dict[str, int]:
+    """Registry versions > 1 of the spec's model and mechanism (a fix that changed their results)."""
+    from .mechanisms import MECHANISMS
+    from .models import MODELS
+
+    out: dict[str, int] = {}
+    for kind, registry, name in (
+        ("model", MODELS, spec.model.name),
+        ("mechanism", MECHANISMS, spec.mechanism.name if spec.mechanism else None),
+    ):
+        if name is not None:
+            version = registry.get(name).version
+            if version > 1:
+                out[kind] = version
+    return out
 
 
 def eval_key(spec: ExperimentSpec) -> str:

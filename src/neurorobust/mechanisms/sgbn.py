@@ -799,7 +799,11 @@ _register(
 )
 
 
-@MODELS.register("sgbn_bnn", paper="Galloway, Taylor, Moussa 2018, ICLR (scaled BNN), as Kubo ch. 4 uses it")
+@MODELS.register(
+    "sgbn_bnn",
+    paper="Galloway, Taylor, Moussa 2018, ICLR (scaled BNN), as Kubo ch. 4 uses it",
+    version=2,  # 2: stochastic binarisation on w / alpha, surrogate alpha * clip(w / alpha)
+)
 def sgbn_bnn(
     input_shape: Sequence[int] = (1, 28, 28),
     num_classes: int = 10,
