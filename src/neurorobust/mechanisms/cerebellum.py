@@ -133,12 +133,15 @@ def draw_granule_inputs(
     if k > d:
         raise InvalidParameterError("k", "draw_granule_inputs", f"an int in [1, d] = [1, {d}]", k)
     if unique:
-        idx = torch.rand(m, d, generator=generator).argsort(dim=1)[:, :k] if k < d else torch.arange(d).repeat(m, 1)
-        if k < d and m * d > 50_000_000:  # argsort of an (m, d) matrix gets large: draw cell blocks
+        if k == d:
+            idx = torch.arange(d).repeat(m, 1)
+        elif m * d > 50_000_000:  # the argsort of an (m, d) matrix gets large: draw blocks of cells
             blocks = [
                 torch.rand(min(4096, m - i), d, generator=generator).argsort(dim=1)[:, :k] for i in range(0, m, 4096)
             ]
             idx = torch.cat(blocks)
+        else:
+            idx = torch.rand(m, d, generator=generator).argsort(dim=1)[:, :k]
     else:
         idx = torch.randint(0, d, (m, k), generator=generator)
     weights = torch.randn(m, k, generator=generator) / math.sqrt(k)
@@ -605,20 +608,23 @@ def _head_architecture(
     enc, d = _encoder_of(model)
     input_shape = getattr(model, "input_shape", None) or tuple(data.input_shape)
     num_classes = int(getattr(model, "num_classes", 0) or data.num_classes)
-    torch.manual_seed(seed)  # J is drawn from the seed (the runner's global seed may be another)
-    return CerebellumNet(
-        input_shape,
-        num_classes,
-        m=m,
-        k=k,
-        ltd=ltd,
-        fc=fc,
-        beta=beta,
-        unique=unique,
-        seed=None,
-        encoder=FrozenEncoder(copy.deepcopy(enc)),
-        d=d,
-    )
+    # J is drawn from the seed (the runner's global seed may be another), without resetting the
+    # caller's global generator
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CerebellumNet(
+            input_shape,
+            num_classes,
+            m=m,
+            k=k,
+            ltd=ltd,
+            fc=fc,
+            beta=beta,
+            unique=unique,
+            seed=None,
+            encoder=FrozenEncoder(copy.deepcopy(enc)),
+            d=d,
+        )
 
 
 @MECHANISMS.register("cerebellum_head", paper=_PAPER + "; CIFAR-10 heads on a frozen VGG trunk")
