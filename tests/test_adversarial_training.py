@@ -101,6 +101,7 @@ def test_fast_training_stops_and_keeps_the_weights_before_a_collapse(one_thread)
         ({"method": "pgd", "eps": 2.0}, "eps"),
         ({"method": "pgd", "eps": 0.1, "steps": 0}, "steps"),
         ({"method": "trades", "eps": 0.1, "beta": -1.0}, "beta"),
+        ({"method": "pgd", "eps": 0.1, "warmup_epochs": -1.0}, "warmup_epochs"),
     ],
 )
 def test_bad_adversarial_settings_are_refused(kwargs, name):
@@ -116,3 +117,29 @@ def test_adversarial_training_in_a_spec():
     assert spec.train.adversarial.beta == 6.0
     with pytest.raises(SpecError, match=r"train\.adversarial\.method"):
         parse_spec({"train": {"adversarial": {"method": "free", "eps": 0.3}}})
+
+
+def test_eps_warmup_ramps_the_training_radius_batch_by_batch(one_thread):
+    objective = AdversarialObjective("pgd", 0.3, steps=2, warmup_epochs=2.0)
+    seen = []
+    for progress in (0.0, 0.5, 1.0, 2.0, 3.5):
+        objective.progress = progress
+        seen.append(objective.current_eps())
+    assert seen == pytest.approx([0.0, 0.075, 0.15, 0.3, 0.3])
+    assert AdversarialObjective("pgd", 0.3).current_eps() == 0.3  # no warm-up: eps from the first batch
+
+    # the loop drives the ramp: after one epoch of 4 batches the last batch saw progress 0.75
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 8, 8), widths=(16,))
+    objective = AdversarialObjective("pgd", 0.3, steps=2, warmup_epochs=1.0)
+    fit(model, data.x_train[:128], data.y_train[:128], batch_size=32, epochs=1, adversarial=objective)
+    assert objective.progress == pytest.approx(0.75)
+    assert objective.current_eps() == pytest.approx(0.225)
+    # at the spec level the ramp is a setting; 0 leaves existing train keys unchanged
+    from neurorobust.specs import parse_spec, train_key
+
+    base = {"train": {"adversarial": {"method": "pgd", "eps": 0.3}}}
+    ramp = {"train": {"adversarial": {"method": "pgd", "eps": 0.3, "warmup_epochs": 1.0}}}
+    zero = {"train": {"adversarial": {"method": "pgd", "eps": 0.3, "warmup_epochs": 0.0}}}
+    assert train_key(parse_spec(base)) == train_key(parse_spec(zero)) != train_key(parse_spec(ramp))

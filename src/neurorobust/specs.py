@@ -125,6 +125,7 @@ class AdversarialSpec(_Strict):
     beta: float = Field(default=6.0, ge=0, description="TRADES trade-off")
     check_every: int = Field(default=1, ge=0, description="fgsm-rs: epochs between catastrophic-overfitting checks")
     check_n: int = Field(default=256, ge=1)
+    warmup_epochs: float = Field(default=0.0, ge=0, description="epochs over which eps ramps up from 0")
 
 
 class TrainSpec(_Strict):
@@ -519,6 +520,8 @@ def train_key(spec: ExperimentSpec) -> str:
         for k, v in d["train"].items()
         if not ((k == "adversarial" and v is None) or (k == "augment" and v == "none"))
     }
+    if train.get("adversarial") and not train["adversarial"].get("warmup_epochs"):
+        train["adversarial"] = {k: v for k, v in train["adversarial"].items() if k != "warmup_epochs"}
     parts = [data, d["model"], d["mechanism"], train, d["seed"], CACHE_VERSION]
     versions = _entry_versions(spec)
     if versions:  # only entries whose version was bumped: every other key stays as it was

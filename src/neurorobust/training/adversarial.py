@@ -206,7 +206,7 @@ def catastrophic_overfitting(pgd_accuracies: Sequence[float], *, drop: float = 0
 
 
 class AdversarialObjective:
-    """The batch loss of adversarial training, plugged into :func:`~neurorobust.training.fit`.
+    r"""The batch loss of adversarial training, plugged into :func:`~neurorobust.training.fit`.
 
     Parameters
     ----------
@@ -224,7 +224,16 @@ class AdversarialObjective:
         Epochs between catastrophic-overfitting checks (``fgsm-rs``; 0 disables).
     check_n : int, default=256
         Held-out training images of that check (removed from training).
+    warmup_epochs : float, default=0
+        Epochs over which the training radius (and the inner step) ramps linearly from 0 to
+        ``eps``, batch by batch (:math:`\epsilon_t = \epsilon \min(1, t / t_w)`, t in epochs).
+        PGD-AT and fast FGSM-AT at eps 0.3 on MNIST from scratch otherwise stay at chance (measured:
+        loss 2.30 for 3 epochs with Kubo's 2CNN and Adam 1e-3); an eps ramp is the usual remedy
+        (Gowal et al. 2018, *On the effectiveness of interval bound propagation*; Wong et al. 2020).
     """
+
+    #: Training progress in epochs, set by :func:`~neurorobust.training.fit` before every batch.
+    progress: float = 0.0
 
     def __init__(
         self,
@@ -236,6 +245,7 @@ class AdversarialObjective:
         beta: float = 6.0,
         check_every: int = 1,
         check_n: int = 256,
+        warmup_epochs: float = 0.0,
     ) -> None:
         validate_params(
             "AdversarialObjective",
@@ -247,6 +257,7 @@ class AdversarialObjective:
                 "beta": Interval(float, 0, None),
                 "check_every": Interval(int, 0, None),
                 "check_n": Interval(int, 1, None),
+                "warmup_epochs": Interval(float, 0, None),
             },
             {k: v for k, v in locals().items() if k != "self" and v is not None},
         )
@@ -258,15 +269,25 @@ class AdversarialObjective:
             self.step_size = float(step_size or eps / 4)
         else:
             self.step_size = float(step_size or 2.5 * eps / steps)
+        self.warmup_epochs = float(warmup_epochs)
         self._inner = PGD(norm="linf", steps=self.steps, step_size=self.step_size, random_start=True)
+
+    def current_eps(self) -> float:
+        """The training radius at :attr:`progress` (``eps`` once the warm-up is over)."""
+        if self.warmup_epochs <= 0:
+            return self.eps
+        return self.eps * min(1.0, self.progress / self.warmup_epochs)
 
     def __repr__(self) -> str:
         return (
             f"AdversarialObjective(method={self.method!r}, eps={self.eps:g}, steps={self.steps}, "
-            f"step_size={self.step_size:g}, beta={self.beta:g})"
+            f"step_size={self.step_size:g}, beta={self.beta:g}"
+            + (f", warmup_epochs={self.warmup_epochs:g})" if self.warmup_epochs else ")")
         )
 
-    def _trades_point(self, model: nn.Module, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _trades_point(
+        self, model: nn.Module, x: torch.Tensor, generator: torch.Generator, eps: float, step_size: float
+    ) -> torch.Tensor:
         with eval_mode(model), torch.no_grad():
             target = F.softmax(model(x), 1)
         x_adv = (x + 0.001 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
@@ -277,18 +298,28 @@ class AdversarialObjective:
         with eval_mode(model):
             for _ in range(self.steps):
                 grad = input_gradient(model, x_adv, target, kl)[0]
-                x_adv = project(x_adv + self.step_size * grad.sign(), x, self.eps, "linf").detach()
+                x_adv = project(x_adv + step_size * grad.sign(), x, eps, "linf").detach()
         return x_adv
 
     def __call__(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch loss, logits for the running accuracy) on one training batch; ``model`` is in train mode."""
+        eps = self.current_eps()
+        if eps <= 0:  # the first batch of a warm-up: a clean step
+            logits = model(x)
+            return F.cross_entropy(logits, y), logits
+        step_size = self.step_size * eps / self.eps
         if self.method == "trades":
-            x_adv = self._trades_point(model, x, generator)
+            x_adv = self._trades_point(model, x, generator, eps, step_size)
             logits = model(x)
             return trades_loss(logits, model(x_adv), y, self.beta), logits
-        x_adv = self._inner(model, x, y, eps=self.eps, generator=generator).x_adv.detach()
+        inner = (
+            self._inner
+            if eps == self.eps
+            else PGD(norm="linf", steps=self.steps, step_size=step_size, random_start=True)
+        )
+        x_adv = inner(model, x, y, eps=eps, generator=generator).x_adv.detach()
         logits = model(x_adv)  # Madry / Wong: train on the adversarial batch only
         return F.cross_entropy(logits, y), logits
 

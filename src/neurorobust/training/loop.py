@@ -252,6 +252,7 @@ def fit(
             idx = order[step * batch_size : (step + 1) * batch_size]
             xb, yb = augment_batch(x[idx], augment, aug_gen).to(device), y[idx].to(device)
             if objective is not None:
+                objective.progress = epoch + step / steps  # drives the eps warm-up
                 batch_loss, logits = objective(model, xb, yb, adv_gen)
             else:
                 logits = model(xb)
