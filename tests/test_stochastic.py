@@ -275,9 +275,11 @@ def test_bnn_binarises_weights_to_plus_minus_alpha():
     assert torch.allclose(b.abs(), alpha[:, None, None, None].expand_as(b))
     assert torch.equal(torch.sign(b), torch.where(w >= 0, 1.0, -1.0))
     stoch = create_model("sgbn_bnn", quantize="stoch").eval().quant[1]
-    draws = torch.stack([stoch(w) for _ in range(4000)]).mean(0)
-    a = alpha[:, None, None, None]
-    assert torch.allclose(draws, a * (w / a).clamp(-1, 1), atol=0.06 * float(alpha.max()))  # E[alpha b]
+    w2 = w.detach()[:2]  # two output units (1,600 weights): enough for the mean, 30x fewer draws
+    torch.manual_seed(0)
+    draws = torch.stack([stoch(w2) for _ in range(4000)]).mean(0)
+    a = alpha[:2, None, None, None]
+    assert torch.allclose(draws, a * (w2 / a).clamp(-1, 1), atol=0.06 * float(alpha.max()))  # E[alpha b]
 
 
 def test_eot_attack_is_stronger_than_one_sample_on_a_stochastic_toy(one_thread):
