@@ -80,7 +80,7 @@ def main() -> None:
     t = time.perf_counter()
     dense = dense_reference(weights, x, alphas, list(p["thresholds"]), p, steps, seed=0)
     dense_s = time.perf_counter() - t
-    diff = max(float((a.weight - b).abs().max()) for a, b in zip(ours.layers, dense, strict=True))
+    diff = max(float((a.weight.detach() - b).abs().max()) for a, b in zip(ours.layers, dense, strict=True))
     print(
         f"\nfirst {steps} steps of set A, side by side (ours includes the scale-factor pass):\n"
         f"  ours {ours_s:.2f} s, dense reference {dense_s:.2f} s, ratio {dense_s / ours_s:.1f}x; "
