@@ -423,3 +423,35 @@ def test_leaderboard_ranks_mechanisms_against_reference_defences(store):
     published = [b for b in board.values() if b["kind"] == "published"]
     assert len(published) == 1 and published[0]["worst-case (%)"] == 89.0
     assert "not comparable" in published[0]["verdict"]
+
+
+def test_a_variants_numbers_do_not_depend_on_what_its_worker_ran_before(tmp_path, one_thread):
+    import torch
+
+    from neurorobust.experiments.sweep import run_variant
+
+    # DeepFool with dropout active in its gradients (as the sleep code attacks) draws from the global
+    # generator; a worker that ran something else first must still give the same numbers
+    spec = parse_spec(
+        {
+            "name": "seeded",
+            "data": {"name": "digits"},
+            "model": {"name": "sleep_mlp", "params": {"widths": [32], "input_shape": [1, 8, 8]}},
+            "train": {"epochs": 1, "optimizer": "adam", "lr": 1e-2},
+            "evaluate": {
+                "suite": "seed-paper",
+                "n": 40,
+                "noise_sigmas": [],
+                "blur_sigmas": [],
+                "checklist": False,
+                "attacks": [{"name": "deepfool", "adaptive": False, "params": {"steps": 10, "model_mode": "train"}}],
+            },
+        }
+    ).model_dump(mode="json")
+    first = run_variant(spec, str(tmp_path), "seeded")
+    torch.rand(1000)  # what another variant would have consumed
+    second = run_variant(spec, str(tmp_path), "seeded")
+    assert first["error"] is None and second["error"] is None
+    rows = [[(r["attack"], r["metric"], r["value"]) for r in out["rows"]] for out in (first, second)]
+    assert any(a == "deepfool" for a, _, _ in rows[0])
+    assert rows[0] == rows[1]
