@@ -112,6 +112,38 @@ def evaluate(
     Evaluation
         ``rows`` (also passed to ``sink``), the checklist, the verdict and the worst case per eps.
     """
+    # the model's own randomness (dropout-active gradients, stochastic layers) draws from the global
+    # generator: seed it here, under a fork, so the numbers do not depend on what ran before and the
+    # caller's generator is left as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _evaluate(
+            model,
+            dataset,
+            spec,
+            experiment=experiment,
+            label=label,
+            seed=seed,
+            progress=progress,
+            sink=sink,
+            source_model=source_model,
+            split=split,
+        )
+
+
+def _evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    spec: EvalSpec,
+    *,
+    experiment: str,
+    label: str,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    sink: Callable[[list[ResultRow]], Any] | None = None,
+    source_model: nn.Module | None = None,
+    split: str = "test",
+) -> Evaluation:
     _, x, y = evaluation_subset(dataset, spec)
     if not torch.isfinite(x).all():
         raise InvalidParameterError("x", "evaluate", "finite images in [0, 1]", "a batch containing NaN or inf")

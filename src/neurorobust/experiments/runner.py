@@ -242,9 +242,6 @@ def evaluate_stage(
         if done is not None:
             return None, store.results(run_id=done["id"]), done["id"]
     source = transfer_source(spec, train_data or dataset, runs_dir=runs_dir, progress=progress)
-    # attacks through the model's own randomness (e.g. dropout-active gradients) draw from the global
-    # generator: seed it so that a variant's numbers do not depend on what ran before it
-    torch.manual_seed(spec.seed)
     result, run_id = evaluate_into_store(
         store,
         model,

@@ -195,10 +195,6 @@ def run_variant(
         train_data, eval_data = stage_datasets(spec, load_dataset(spec.data.name, spec.data.data_dir))
         model, _, _ = train_stage(spec, train_data, runs_dir=Path(runs_dir))
         source = transfer_source(spec, train_data, runs_dir=Path(runs_dir))
-        # attacks through the model's own randomness draw from the global generator: seed it so that a
-        # variant's numbers do not depend on what its worker ran before (measured: control DeepFool
-        # success 0.5606 vs 0.5502 between two sleep_mnist runs)
-        torch.manual_seed(spec.seed)
         result = evaluate(
             model,
             eval_data,
