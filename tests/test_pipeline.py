@@ -145,3 +145,25 @@ def test_ctrl_c_stops_cleanly_with_a_hint(tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "interrupted" in err and "Traceback" not in out + err
+
+
+def test_a_curve_of_a_sweeps_many_variants_keeps_its_legend_readable(tmp_path):
+    """Thirty models: the legend goes beside the axes and the figure widens, instead of squashing the axes."""
+    import warnings
+
+    from PIL import Image
+
+    from neurorobust.report.figures import curve_figure
+
+    rows = [
+        {"attack": "fgsm", "metric": "accuracy", "model": f"variant {m}", "eps": e, "value": 0.9 - e - m / 100, "params": {}}
+        for m in range(30)
+        for e in (0.1, 0.2, 0.3)
+    ]
+    few = [r for r in rows if r["model"] in {"variant 0", "variant 1"}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "tight layout not applied" warning fails the test
+        many_path = curve_figure(rows, "fgsm", tmp_path / "many.png")
+        few_path = curve_figure(few, "fgsm", tmp_path / "few.png")
+    assert many_path is not None and few_path is not None
+    assert Image.open(many_path).size[0] > Image.open(few_path).size[0]

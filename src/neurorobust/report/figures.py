@@ -38,11 +38,15 @@ def curve_figure(rows: list[dict[str, Any]], attack: str, path: Path, *, metric:
     ax.set_ylabel(f"{metric.replace('_', ' ')} (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     ax.set_title(f"{attack}: {metric.replace('_', ' ')} vs strength")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    if len(series) <= 8:
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path)
+    else:  # a sweep's dozens of variants: the legend goes beside the axes, which keep their size
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(series) // 25)
+        fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
 
