@@ -156,7 +156,14 @@ def test_a_curve_of_a_sweeps_many_variants_keeps_its_legend_readable(tmp_path):
     from neurorobust.report.figures import curve_figure
 
     rows = [
-        {"attack": "fgsm", "metric": "accuracy", "model": f"variant {m}", "eps": e, "value": 0.9 - e - m / 100, "params": {}}
+        {
+            "attack": "fgsm",
+            "metric": "accuracy",
+            "model": f"variant {m}",
+            "eps": e,
+            "value": 0.9 - e - m / 100,
+            "params": {},
+        }
         for m in range(30)
         for e in (0.1, 0.2, 0.3)
     ]
