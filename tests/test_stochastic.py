@@ -435,3 +435,37 @@ def test_pgd_phase_trains_a_copy_with_the_mixed_adversarial_loss(one_thread):
     assert torch.allclose(loss, F.cross_entropy(logits, y))
     with pytest.raises(InvalidParameterError, match="'tau' parameter"):
         MECHANISMS.create("pgd_phase", model=net, data=data, tau=1.5)
+
+
+class _OneCoinPerBatch(nn.Module):
+    """Right on the whole batch or wrong on the whole batch, one coin per forward pass (as DropConnect's
+    one mask per batch can be): a single pass makes clean accuracy 0 or 1, the mean over draws about 0.5."""
+
+    is_stochastic = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        right = bool(torch.rand(()) < 0.5)
+        logits = torch.zeros(len(x), 2)
+        logits[:, 0 if right else 1] = 1.0
+        return logits + 0.0 * x.flatten(1)[:, :1]
+
+
+def test_clean_accuracy_of_a_random_model_is_the_mean_over_draws_and_keeps_the_single_draw():
+    from neurorobust.data import Dataset, DatasetInfo
+    from neurorobust.evaluation import suite
+    from neurorobust.specs import EvalSpec
+
+    info = DatasetInfo(shape=(1, 4, 4), n_train=8, n_test=200, classes=("a", "b"))
+    x, y = torch.rand(200, 1, 4, 4), torch.zeros(200, dtype=torch.long)
+    data = Dataset("coin", x[:8], y[:8], x, y, info)
+    spec = EvalSpec(suite="none", n=200, eot_draws=40, noise_sigmas=[], blur_sigmas=[])
+    rows = {
+        r.metric: r
+        for r in suite.evaluate(_OneCoinPerBatch(), data, spec, experiment="e", label="m").rows
+        if r.attack == "clean"
+    }
+    assert rows["accuracy_single_draw"].value in (0.0, 1.0)
+    assert 0.25 < rows["accuracy"].value < 0.75 and rows["accuracy"].params["draws"] == 40
+    one = EvalSpec(suite="none", n=200, eot_draws=1, noise_sigmas=[], blur_sigmas=[])
+    rows = [r for r in suite.evaluate(_OneCoinPerBatch(), data, one, experiment="e", label="m").rows]
+    assert {r.metric for r in rows if r.attack == "clean"} == {"accuracy", "balanced_accuracy"}
