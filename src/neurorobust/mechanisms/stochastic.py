@@ -707,7 +707,10 @@ def _curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..report.figures import distinct_styles
+
     fig, ax = plt.subplots(figsize=(5.8, 3.9), dpi=110)
+    ax.set_prop_cycle(distinct_styles())
     for model in models:
         att = attack(model) if callable(attack) else attack
         pts = sorted(
@@ -718,8 +721,8 @@ def _curves(
         if not pts:
             continue
         xs, ys, sds = zip(*pts, strict=True)
-        style = styles(model) if styles else "-"
-        line = ax.plot(xs, [100 * v for v in ys], style, marker="o", ms=3, label=model)[0]
+        style = (styles(model),) if styles else ()
+        line = ax.plot(xs, [100 * v for v in ys], *style, marker="o", ms=3, label=model)[0]
         lo = [100 * (v - s) for v, s in zip(ys, sds, strict=True)]
         hi = [100 * (v + s) for v, s in zip(ys, sds, strict=True)]
         ax.fill_between(xs, lo, hi, alpha=0.12, color=line.get_color())
@@ -727,11 +730,15 @@ def _curves(
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    if len(models) <= 8:
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path)
+    else:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -16,6 +16,14 @@ __all__ = ["curve_figure", "weight_histogram_figure"]
 _XLABEL = {"noise": "Gaussian noise sigma", "blur": "Gaussian blur sigma"}
 
 
+def distinct_styles() -> Any:
+    """A property cycle of 40 distinct (line style, colour) pairs: ten colours solid, then dashed, dotted, dash-dot,
+    so that a sweep's many variants do not share a look (matplotlib's default repeats after ten)."""
+    from cycler import cycler
+
+    return cycler(linestyle=["-", "--", ":", "-."]) * cycler(color=plt.get_cmap("tab10").colors)
+
+
 def curve_figure(rows: list[dict[str, Any]], attack: str, path: Path, *, metric: str = "accuracy") -> Path | None:
     """Plot ``metric`` against ``eps`` for every model in ``rows`` of ``attack``; ``None`` if nothing to plot.
 
@@ -29,6 +37,7 @@ def curve_figure(rows: list[dict[str, Any]], attack: str, path: Path, *, metric:
     if not series:
         return None
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=110)
+    ax.set_prop_cycle(distinct_styles())
     for model, pts in sorted(series.items()):
         pts.sort()
         xs, ys, los, his = zip(*pts, strict=True)
