@@ -570,6 +570,9 @@ def _is_headline(row: Any) -> bool:
 
 def main() -> None:
     """Entry point: run the app, turning our errors into one clear message and exit code 2."""
+    from .experiments.sweep import flush_denormals
+
+    flush_denormals()
     try:
         app()
     except NeuroRobustError as exc:

@@ -187,6 +187,7 @@ def run_variant(
 
         if threads:
             torch.set_num_threads(threads)
+        flush_denormals()
         from ..data import load_dataset
         from ..evaluation.suite import evaluate
         from .runner import model_label, stage_datasets, train_stage, transfer_source
@@ -252,6 +253,21 @@ def _objective(rows: list[dict[str, Any]], objective: ObjectiveSpec) -> float | 
         ):
             return r["value"]
     return None
+
+
+def flush_denormals() -> None:
+    """Make this process's CPU kernels treat subnormal floats as zero (``torch.set_flush_denormal``).
+
+    Weight decay leaves weights that only ever decay (those of MNIST's always-black border pixels) at
+    subnormal values, ~1e-40; on x86 every multiply with one takes a slow microcode path. Measured here:
+    a 2,000-unit MLP trained with L2 1e-3 had 141,175 subnormal weights and its full attack suite took
+    2,105 s against 212-399 s for the same network without L2. Flushing changes values below 1.2e-38
+    only. Our own processes (the CLI and every sweep worker) call this; in your own scripts, call
+    ``torch.set_flush_denormal(True)`` yourself.
+    """
+    import torch
+
+    torch.set_flush_denormal(True)
 
 
 def _init_worker() -> None:
