@@ -466,6 +466,7 @@ def test_clean_accuracy_of_a_random_model_is_the_mean_over_draws_and_keeps_the_s
     }
     assert rows["accuracy_single_draw"].value in (0.0, 1.0)
     assert 0.25 < rows["accuracy"].value < 0.75 and rows["accuracy"].params["draws"] == 40
+    assert rows["balanced_accuracy"].value == pytest.approx(rows["accuracy"].value)  # one class: the same mean
     one = EvalSpec(suite="none", n=200, eot_draws=1, noise_sigmas=[], blur_sigmas=[])
     rows = [r for r in suite.evaluate(_OneCoinPerBatch(), data, one, experiment="e", label="m").rows]
     assert {r.metric for r in rows if r.attack == "clean"} == {"accuracy", "balanced_accuracy"}

@@ -190,11 +190,12 @@ def _evaluate(
         seconds = time.perf_counter() - start
         rows.append(accuracy_row(base, mean_correct, attack="clean", params=params, seconds=seconds))
         rows.append(accuracy_row(base, logits.argmax(1) == y, attack="clean", metric="accuracy_single_draw"))
+        recalls = [float(mean_correct[y == c].mean()) for c in torch.unique(y)]
+        balanced = sum(recalls) / len(recalls)
     else:
         rows.append(accuracy_row(base, logits.argmax(1) == y, attack="clean", seconds=time.perf_counter() - start))
-    rows.append(
-        ResultRow(**base, attack="clean", metric="balanced_accuracy", value=balanced_accuracy(logits, y), n=len(y))
-    )
+        balanced = balanced_accuracy(logits, y)
+    rows.append(ResultRow(**base, attack="clean", metric="balanced_accuracy", value=balanced, n=len(y)))
     measure = getattr(model, "evaluation_rows", None)
     if callable(measure):  # model-declared measurements, e.g. the spectrum's alpha (mechanisms/spectra.py)
         rows += [ResultRow(**base, **fields) for fields in measure(dataset)]
