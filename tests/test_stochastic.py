@@ -409,6 +409,17 @@ def test_kubo_configs_validate_and_every_transfer_source_is_a_variant(name):
                     assert train_key(named_source_spec(v.spec, a.params["source"])) in trained, (v.spec.label, a.label)
         labels = {v.spec.label for v in variants}
         assert any(label.endswith("[EOT/BPDA]") for label in labels)
+        # an EOT/BPDA variant attacks the same trained network as its single-draw partner (same train key)
+        keys = {(v.spec.label, v.spec.seed): train_key(v.spec) for v in variants}
+        for (label, seed), key in keys.items():
+            if label.endswith(" [EOT/BPDA]"):
+                partner = label.removesuffix(" [EOT/BPDA]")
+                partners = [
+                    k
+                    for (lab, s), k in keys.items()
+                    if s == seed and lab.split(" (reduced")[0] == partner.split(" (reduced")[0]
+                ]
+                assert key in partners, label
         if name.startswith("sgbn"):
             masks = {v.spec.model.params.get("mask") for v in variants if v.spec.model.name == "sgbn"}
             assert masks == ({"full"} if full else {"channel"})  # the reduced gate is the 30-minute tier only
