@@ -42,7 +42,12 @@ def balanced_accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     """Mean per-class recall (for imbalanced sets such as caltech10; foveation, DESIGN §9)."""
     if pred.dim() == 2:
         pred = pred.argmax(1)
-    recalls = [float((pred[y == c] == c).float().mean()) for c in torch.unique(y)]
+    return class_balanced_mean((pred == y).float(), y)
+
+
+def class_balanced_mean(correct: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean over classes of the per-point correctness ``correct`` (0/1, or a mean over draws) of each class."""
+    recalls = [float(correct[y == c].float().mean()) for c in torch.unique(y)]
     return float(np.mean(recalls)) if recalls else float("nan")
 
 

@@ -23,7 +23,7 @@ from ..specs import EvalSpec
 from ..store import ResultRow, ResultsStore
 from ..training.loop import predict_logits
 from .checklist import CheckResult
-from .metrics import balanced_accuracy, wilson_interval
+from .metrics import balanced_accuracy, class_balanced_mean, wilson_interval
 
 __all__ = ["Evaluation", "accuracy_row", "evaluate", "evaluate_into_store", "evaluation_subset"]
 
@@ -119,116 +119,98 @@ def evaluate(
     # caller's generator is left as it was
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _evaluate(
-            model,
-            dataset,
-            spec,
-            experiment=experiment,
-            label=label,
-            seed=seed,
-            progress=progress,
-            sink=sink,
-            source_model=source_model,
-            split=split,
-        )
-
-
-def _evaluate(
-    model: nn.Module,
-    dataset: Dataset,
-    spec: EvalSpec,
-    *,
-    experiment: str,
-    label: str,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-    sink: Callable[[list[ResultRow]], Any] | None = None,
-    source_model: nn.Module | None = None,
-    split: str = "test",
-) -> Evaluation:
-    _, x, y = evaluation_subset(dataset, spec)
-    if not torch.isfinite(x).all():
-        raise InvalidParameterError("x", "evaluate", "finite images in [0, 1]", "a batch containing NaN or inf")
-    if x.min() < 0 or x.max() > 1:
-        raise InvalidParameterError(
-            "x",
-            "evaluate",
-            "images with values in [0, 1] (normalise inside the model)",
-            f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]",
-        )
-    base = {
-        "split": split,
-        "experiment": experiment,
-        "model": label,
-        "dataset": dataset.name,
-        "seed": seed,
-        "approximate": dataset.approximate,
-    }
-    rows: list[ResultRow] = []
-    steps = 1 + len(spec.noise_sigmas) + len(spec.blur_sigmas)
-    done = flushed = 0
-
-    def tick(what: str) -> None:
-        nonlocal done, flushed
-        done += 1
-        if sink is not None and len(rows) > flushed:
-            sink(rows[flushed:])
-            flushed = len(rows)
-        if progress is not None:
-            progress({"stage": "evaluate", "step": done, "steps": steps, "what": what})
-
-    start = time.perf_counter()
-    logits = predict_logits(model, x, spec.batch_size)
-    if is_stochastic(model) and spec.eot_draws > 1:
-        # one forward pass is one draw; a model that draws one mask per batch (DropConnect) would make the
-        # clean row a single coin flip for the whole batch, so clean accuracy is the mean over draws, as the
-        # attack rows' accuracy (DESIGN §5.8); the one pass stays as accuracy_single_draw
-        from .attack_suite import point_correct
-
-        mean_correct = point_correct(model, x, y, spec.eot_draws, spec.batch_size)
-        params = {"draws": spec.eot_draws}
-        seconds = time.perf_counter() - start
-        rows.append(accuracy_row(base, mean_correct, attack="clean", params=params, seconds=seconds))
-        rows.append(accuracy_row(base, logits.argmax(1) == y, attack="clean", metric="accuracy_single_draw"))
-        recalls = [float(mean_correct[y == c].mean()) for c in torch.unique(y)]
-        balanced = sum(recalls) / len(recalls)
-    else:
-        rows.append(accuracy_row(base, logits.argmax(1) == y, attack="clean", seconds=time.perf_counter() - start))
-        balanced = balanced_accuracy(logits, y)
-    rows.append(ResultRow(**base, attack="clean", metric="balanced_accuracy", value=balanced, n=len(y)))
-    measure = getattr(model, "evaluation_rows", None)
-    if callable(measure):  # model-declared measurements, e.g. the spectrum's alpha (mechanisms/spectra.py)
-        rows += [ResultRow(**base, **fields) for fields in measure(dataset)]
-    tick("clean")
-    gen = torch.Generator().manual_seed(seed)
-    for sigma in spec.noise_sigmas:
-        start = time.perf_counter()
-        pred = predict_logits(model, gaussian_noise(x, sigma, generator=gen), spec.batch_size).argmax(1)
-        rows.append(
-            accuracy_row(
-                base, pred == y, attack="noise", eps=sigma, params={"sigma": sigma}, seconds=time.perf_counter() - start
+        _, x, y = evaluation_subset(dataset, spec)
+        if not torch.isfinite(x).all():
+            raise InvalidParameterError("x", "evaluate", "finite images in [0, 1]", "a batch containing NaN or inf")
+        if x.min() < 0 or x.max() > 1:
+            raise InvalidParameterError(
+                "x",
+                "evaluate",
+                "images with values in [0, 1] (normalise inside the model)",
+                f"values in [{float(x.min()):.3g}, {float(x.max()):.3g}]",
             )
-        )
-        tick(f"noise sigma={sigma}")
-    for sigma in spec.blur_sigmas:
-        start = time.perf_counter()
-        pred = predict_logits(model, gaussian_blur(x, sigma), spec.batch_size).argmax(1)
-        rows.append(
-            accuracy_row(
-                base, pred == y, attack="blur", eps=sigma, params={"sigma": sigma}, seconds=time.perf_counter() - start
-            )
-        )
-        tick(f"blur sigma={sigma}")
-    result = Evaluation(rows=rows)
-    if spec.suite != "none":
-        from .attack_suite import run_attack_suite
+        base = {
+            "split": split,
+            "experiment": experiment,
+            "model": label,
+            "dataset": dataset.name,
+            "seed": seed,
+            "approximate": dataset.approximate,
+        }
+        rows: list[ResultRow] = []
+        steps = 1 + len(spec.noise_sigmas) + len(spec.blur_sigmas)
+        done = flushed = 0
 
-        suite = run_attack_suite(
-            model, x, y, spec, base=base, seed=seed, progress=progress, sink=sink, source_model=source_model
-        )
-        rows += suite.rows
-        result.checks, result.verdict, result.worst_case = suite.checks, suite.verdict, suite.worst_case
-    return result
+        def tick(what: str) -> None:
+            nonlocal done, flushed
+            done += 1
+            if sink is not None and len(rows) > flushed:
+                sink(rows[flushed:])
+                flushed = len(rows)
+            if progress is not None:
+                progress({"stage": "evaluate", "step": done, "steps": steps, "what": what})
+
+        start = time.perf_counter()
+        logits = predict_logits(model, x, spec.batch_size)
+        if is_stochastic(model) and spec.eot_draws > 1:
+            # one forward pass is one draw; a model that draws one mask per batch (DropConnect) would make the
+            # clean row a single coin flip for the whole batch, so clean accuracy is the mean over draws, as the
+            # attack rows' accuracy (DESIGN §5.8); the one pass stays as accuracy_single_draw
+            from .attack_suite import point_correct
+
+            mean_correct = point_correct(model, x, y, spec.eot_draws, spec.batch_size)
+            params = {"draws": spec.eot_draws}
+            seconds = time.perf_counter() - start
+            rows.append(accuracy_row(base, mean_correct, attack="clean", params=params, seconds=seconds))
+            rows.append(accuracy_row(base, logits.argmax(1) == y, attack="clean", metric="accuracy_single_draw"))
+            balanced = class_balanced_mean(mean_correct, y)
+        else:
+            rows.append(accuracy_row(base, logits.argmax(1) == y, attack="clean", seconds=time.perf_counter() - start))
+            balanced = balanced_accuracy(logits, y)
+        rows.append(ResultRow(**base, attack="clean", metric="balanced_accuracy", value=balanced, n=len(y)))
+        measure = getattr(model, "evaluation_rows", None)
+        if callable(measure):  # model-declared measurements, e.g. the spectrum's alpha (mechanisms/spectra.py)
+            rows += [ResultRow(**base, **fields) for fields in measure(dataset)]
+        tick("clean")
+        gen = torch.Generator().manual_seed(seed)
+        for sigma in spec.noise_sigmas:
+            start = time.perf_counter()
+            pred = predict_logits(model, gaussian_noise(x, sigma, generator=gen), spec.batch_size).argmax(1)
+            rows.append(
+                accuracy_row(
+                    base,
+                    pred == y,
+                    attack="noise",
+                    eps=sigma,
+                    params={"sigma": sigma},
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            tick(f"noise sigma={sigma}")
+        for sigma in spec.blur_sigmas:
+            start = time.perf_counter()
+            pred = predict_logits(model, gaussian_blur(x, sigma), spec.batch_size).argmax(1)
+            rows.append(
+                accuracy_row(
+                    base,
+                    pred == y,
+                    attack="blur",
+                    eps=sigma,
+                    params={"sigma": sigma},
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            tick(f"blur sigma={sigma}")
+        result = Evaluation(rows=rows)
+        if spec.suite != "none":
+            from .attack_suite import run_attack_suite
+
+            suite = run_attack_suite(
+                model, x, y, spec, base=base, seed=seed, progress=progress, sink=sink, source_model=source_model
+            )
+            rows += suite.rows
+            result.checks, result.verdict, result.worst_case = suite.checks, suite.verdict, suite.worst_case
+        return result
 
 
 def evaluate_into_store(

@@ -707,7 +707,7 @@ def _curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..report.figures import distinct_styles
+    from ..report.figures import distinct_styles, save_with_legend
 
     fig, ax = plt.subplots(figsize=(5.8, 3.9), dpi=110)
     ax.set_prop_cycle(distinct_styles())
@@ -731,14 +731,7 @@ def _curves(
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if len(models) <= 8:
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path)
-    else:
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        fig.savefig(path, bbox_inches="tight")
+    save_with_legend(fig, ax, path, len(models), fontsize=7, beside_fontsize=7)
     plt.close(fig)
 
 

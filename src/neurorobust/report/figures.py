@@ -24,6 +24,21 @@ def distinct_styles() -> Any:
     return cycler(linestyle=["-", "--", ":", "-."]) * cycler(color=plt.get_cmap("tab10").colors)
 
 
+def save_with_legend(
+    fig: Any, ax: Any, path: Path, n_series: int, *, fontsize: float = 8, beside_fontsize: float = 6
+) -> None:
+    """Save ``fig`` to ``path`` with ``ax``'s legend inside the axes for up to 8 series, else beside them
+    (a sweep's dozens of variants: the axes keep their size and the figure widens)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if n_series <= 8:
+        ax.legend(fontsize=fontsize)
+        fig.tight_layout()
+        fig.savefig(path)
+    else:
+        ax.legend(fontsize=beside_fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + n_series // 25)
+        fig.savefig(path, bbox_inches="tight")
+
+
 def curve_figure(rows: list[dict[str, Any]], attack: str, path: Path, *, metric: str = "accuracy") -> Path | None:
     """Plot ``metric`` against ``eps`` for every model in ``rows`` of ``attack``; ``None`` if nothing to plot.
 
@@ -48,14 +63,7 @@ def curve_figure(rows: list[dict[str, Any]], attack: str, path: Path, *, metric:
     ax.set_ylim(-2, 102)
     ax.grid(alpha=0.3)
     ax.set_title(f"{attack}: {metric.replace('_', ' ')} vs strength")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if len(series) <= 8:
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path)
-    else:  # a sweep's dozens of variants: the legend goes beside the axes, which keep their size
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(series) // 25)
-        fig.savefig(path, bbox_inches="tight")
+    save_with_legend(fig, ax, path, len(series))
     plt.close(fig)
     return path
 
