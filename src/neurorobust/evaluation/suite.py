@@ -173,34 +173,19 @@ def evaluate(
             rows += [ResultRow(**base, **fields) for fields in measure(dataset)]
         tick("clean")
         gen = torch.Generator().manual_seed(seed)
-        for sigma in spec.noise_sigmas:
-            start = time.perf_counter()
-            pred = predict_logits(model, gaussian_noise(x, sigma, generator=gen), spec.batch_size).argmax(1)
-            rows.append(
-                accuracy_row(
-                    base,
-                    pred == y,
-                    attack="noise",
-                    eps=sigma,
-                    params={"sigma": sigma},
-                    seconds=time.perf_counter() - start,
+        corruptions: list[tuple[str, list[float], Callable[[float], torch.Tensor]]] = [
+            ("noise", spec.noise_sigmas, lambda sigma: gaussian_noise(x, sigma, generator=gen)),
+            ("blur", spec.blur_sigmas, lambda sigma: gaussian_blur(x, sigma)),
+        ]
+        for name, sigmas, corrupt in corruptions:
+            for sigma in sigmas:
+                start = time.perf_counter()
+                pred = predict_logits(model, corrupt(sigma), spec.batch_size).argmax(1)
+                seconds = time.perf_counter() - start
+                rows.append(
+                    accuracy_row(base, pred == y, attack=name, eps=sigma, params={"sigma": sigma}, seconds=seconds)
                 )
-            )
-            tick(f"noise sigma={sigma}")
-        for sigma in spec.blur_sigmas:
-            start = time.perf_counter()
-            pred = predict_logits(model, gaussian_blur(x, sigma), spec.batch_size).argmax(1)
-            rows.append(
-                accuracy_row(
-                    base,
-                    pred == y,
-                    attack="blur",
-                    eps=sigma,
-                    params={"sigma": sigma},
-                    seconds=time.perf_counter() - start,
-                )
-            )
-            tick(f"blur sigma={sigma}")
+                tick(f"{name} sigma={sigma}")
         result = Evaluation(rows=rows)
         if spec.suite != "none":
             from .attack_suite import run_attack_suite
