@@ -210,6 +210,17 @@ def test_spec_attack_entries_follow_the_suite_norm():
     assert {p.attack.norm for p in plan_suite(spec, 10)} == {"l2"}
 
 
+def test_limits_cap_the_subset_of_the_suites_own_attacks():
+    from neurorobust.evaluation.attack_suite import plan_suite
+    from neurorobust.specs import EvalSpec
+
+    spec = EvalSpec(suite="full", n=100, suite_n=50, limits={"square": 7, "pgd-100x5": 30})
+    sizes = {p.label: p.n for p in plan_suite(spec, 10)}
+    # capped attacks run on their limit, the others on suite_n; Square never on more than 200
+    assert sizes == {"fgsm": 50, "pgd-100x5": 30, "apgd-ce": 50, "apgd-dlr": 50, "square": 7}
+    assert {p.label: p.n for p in plan_suite(EvalSpec(suite="full", n=1000), 10)}["square"] == 200
+
+
 def test_search_objective_must_be_measured_by_the_suite():
     from neurorobust.errors import SpecError
     from neurorobust.specs import parse_spec

@@ -246,7 +246,8 @@ class EvalSpec(_Strict):
         default=None, ge=1, description="subset size for the suite's own attacks (default: n); extra attacks set theirs"
     )
     limits: dict[str, int] = Field(
-        default_factory=dict, description="subset size per attack label, for entries without their own n"
+        default_factory=dict,
+        description="subset size per attack label: entries without their own n and the suite's own attacks",
     )
     check_n: int = Field(default=200, ge=10, description="subset size of the checklist's probes")
     checklist: bool = Field(default=True, description="run the gradient-masking checklist after the attacks")

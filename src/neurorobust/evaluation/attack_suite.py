@@ -108,20 +108,28 @@ def plan_suite(
     """
     sources = source_model if isinstance(source_model, dict) else {"": source_model}
     source_model = sources.get("")
-    norm, n = spec.norm, spec.suite_n
+    norm = spec.norm
+
+    def n_of(label: str, cap: int | None = None) -> int | None:
+        # a suite attack runs on `limits[label]` points when the spec caps it, else on suite_n (or n)
+        n = spec.limits.get(label, spec.suite_n)
+        return n if cap is None else min(cap, n) if n else cap
+
     plan: list[_Planned] = []
     if spec.suite in ("quick", "full"):
-        plan.append(_Planned("fgsm", ATTACKS.create("fgsm", norm=norm), spec.eps, n))
+        plan.append(_Planned("fgsm", ATTACKS.create("fgsm", norm=norm), spec.eps, n_of("fgsm")))
     if spec.suite == "quick":
-        plan.append(_Planned("pgd", ATTACKS.create("pgd", norm=norm, steps=20), spec.eps, n))
+        plan.append(_Planned("pgd", ATTACKS.create("pgd", norm=norm, steps=20), spec.eps, n_of("pgd")))
     if spec.suite == "full":
-        plan.append(_Planned("pgd-100x5", ATTACKS.create("pgd", norm=norm, steps=100, restarts=5), spec.eps, n))
-        plan.append(_Planned("apgd-ce", ATTACKS.create("apgd-ce", norm=norm, steps=100), spec.eps, n))
+        pgd = ATTACKS.create("pgd", norm=norm, steps=100, restarts=5)
+        plan.append(_Planned("pgd-100x5", pgd, spec.eps, n_of("pgd-100x5")))
+        plan.append(_Planned("apgd-ce", ATTACKS.create("apgd-ce", norm=norm, steps=100), spec.eps, n_of("apgd-ce")))
         if num_classes >= 3:
-            plan.append(_Planned("apgd-dlr", ATTACKS.create("apgd-dlr", norm=norm, steps=100), spec.eps, n))
+            apgd_dlr = ATTACKS.create("apgd-dlr", norm=norm, steps=100)
+            plan.append(_Planned("apgd-dlr", apgd_dlr, spec.eps, n_of("apgd-dlr")))
         if norm == "linf":
-            square_n = min(200, n) if n else 200
-            plan.append(_Planned("square", ATTACKS.create("square", queries=5000), spec.eps, square_n, white_box=False))
+            square = ATTACKS.create("square", queries=5000)
+            plan.append(_Planned("square", square, spec.eps, n_of("square", cap=200), white_box=False))
         if source_model is not None:
             inner = _source_wrap(ATTACKS.create("pgd", norm=norm, steps=100), source_model, spec)
             plan.append(
@@ -129,7 +137,7 @@ def plan_suite(
                     "transfer",
                     ATTACKS.create("transfer", source_model=source_model, attack=inner),
                     spec.eps,
-                    n,
+                    n_of("transfer"),
                     white_box=False,
                 )
             )
