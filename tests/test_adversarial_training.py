@@ -66,19 +66,24 @@ def test_overfitting_check_on_accuracy_sequences():
 class _Collapsing(AdversarialObjective):
     """fgsm-rs whose held-out PGD accuracy follows a script: a constructed collapse at epoch 3."""
 
-    script = (0.5, 0.6, 0.02, 0.7)
+    script: tuple[float, ...] = (0.5, 0.6, 0.02, 0.7)
 
     def heldout_pgd_accuracy(self, model, x, y):
         self.calls = getattr(self, "calls", 0) + 1
         return self.script[self.calls - 1]
 
 
-def test_fast_training_stops_and_keeps_the_weights_before_a_collapse(one_thread):
+@pytest.mark.parametrize(
+    ("script", "best_epoch"),
+    [((0.5, 0.6, 0.02, 0.7), 2), ((0.5, 0.4, 0.02, 0.7), 1)],  # the decline may begin before the drop
+)
+def test_fast_training_stops_and_keeps_the_best_weights_before_a_collapse(one_thread, script, best_epoch):
     data = load_dataset("digits")
     torch.manual_seed(0)
     model = create_model("mlp", input_shape=(1, 8, 8), widths=(16,))
     snapshots = []
     objective = _Collapsing("fgsm-rs", 0.1, check_n=64)
+    objective.script = script
     _, history = fit(
         model,
         data.x_train,
@@ -90,7 +95,9 @@ def test_fast_training_stops_and_keeps_the_weights_before_a_collapse(one_thread)
     )
     assert len(history.epochs) == 3 and history.epochs[-1]["collapsed"] == 1.0
     assert "catastrophic overfitting after epoch 3" in history.stopped
-    assert torch.equal(model.layers[0].weight, snapshots[1])  # the epoch-2 weights are back
+    assert f"kept the weights of epoch {best_epoch}" in history.stopped
+    assert not torch.equal(snapshots[0], snapshots[1])
+    assert torch.equal(model.layers[0].weight, snapshots[best_epoch - 1])  # the best epoch's weights are back
 
 
 @pytest.mark.parametrize(

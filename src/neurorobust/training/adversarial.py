@@ -12,7 +12,7 @@ r"""Adversarial training and fine-tuning, all through the one training loop (:fu
 * ``fgsm-rs`` — Wong, Rice & Kolter (2020) "fast is better than free": one FGSM step of
   :math:`1.25\,\epsilon` from a uniform random start. Known to overfit catastrophically (PGD
   accuracy collapses within an epoch); :func:`fit` therefore measures PGD accuracy on a held-out
-  batch after every epoch and stops, keeping the previous epoch's weights, when it collapses
+  batch after every epoch and stops, going back to the weights of the best epoch on it, when it collapses
   (:func:`catastrophic_overfitting`).
 
 In a spec: ``[train] adversarial = { method = "pgd", eps = 0.3, steps = 40, step_size = 0.01 }``.

@@ -198,7 +198,8 @@ def fit(
         Adversarial training (:mod:`neurorobust.training.adversarial`): PGD (Madry et al.), TRADES
         or fast FGSM with a random start, e.g. ``{"method": "pgd", "eps": 0.3, "steps": 40}``;
         replaces ``loss``. The fast variant holds out a batch of the training images and stops
-        when PGD accuracy on it collapses (history: ``heldout_pgd_acc``, ``collapsed``).
+        when PGD accuracy on it collapses, with the weights of its best epoch on that batch
+        (history: ``heldout_pgd_acc``, ``collapsed``, ``stopped``).
     augment : {'none', 'flip', 'crop-flip'}, default='none'
         Random augmentation of each training batch (:func:`augment_batch`).
     x_val, y_val : torch.Tensor, optional
@@ -233,7 +234,7 @@ def fit(
     opt = _make_optimizer(optimizer, params, lr, momentum, weight_decay)
     adv_gen = torch.Generator().manual_seed(seed + 1)
     checked: list[float] = []
-    last_good = None
+    best_state, best_epoch = None, 0
     steps = math.ceil(len(x) / batch_size)
     history = History()
     aug_gen = torch.Generator().manual_seed(seed + 2)
@@ -293,10 +294,13 @@ def fit(
             checked.append(objective.heldout_pgd_accuracy(model, x_check, y_check))
             record["heldout_pgd_acc"] = checked[-1]
             collapsed = catastrophic_overfitting(checked)
-            if collapsed and last_good is not None:
-                model.load_state_dict(last_good)  # Wong et al.: keep the weights from before the collapse
-            elif not collapsed:
-                last_good = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if collapsed and best_state is not None:
+                # Wong et al.'s early stopping: back to the epoch with the best held-out PGD accuracy
+                # (the decline can start epochs before the drop that trips the check)
+                model.load_state_dict(best_state)
+            elif not collapsed and checked[-1] >= max(checked):
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_epoch = epoch + 1
             record["collapsed"] = float(collapsed)
         history.epochs.append(record)
         if progress is not None:
@@ -304,7 +308,8 @@ def fit(
         if collapsed:
             history.stopped = (
                 f"catastrophic overfitting after epoch {epoch + 1}: held-out PGD accuracy fell from "
-                f"{max(checked[:-1]):.3f} to {checked[-1]:.3f}; kept the weights of the epoch before"
+                f"{max(checked[:-1]):.3f} to {checked[-1]:.3f}; kept the weights of epoch {best_epoch}, "
+                "the best on the held-out batch"
             )
             break
     model.eval()
