@@ -480,3 +480,21 @@ def test_a_sweep_worker_flushes_subnormal_floats(tmp_path, one_thread):
         assert float(tiny * 1.0) == 0.0
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_a_broken_pool_records_one_short_traceback_per_lost_run():
+    from concurrent.futures.process import BrokenProcessPool
+
+    from neurorobust.experiments.sweep import crashed_payload
+
+    # one exception object, re-raised for every pending future as a broken pool does
+    exc = BrokenProcessPool("A process in the process pool was terminated abruptly")
+    payloads = []
+    for _ in range(3):
+        try:
+            raise exc
+        except BrokenProcessPool as caught:
+            payloads.append(crashed_payload(caught))
+    assert payloads[0]["traceback"] == payloads[2]["traceback"]
+    assert payloads[2]["traceback"].count("BrokenProcessPool") == 1
+    assert payloads[2]["error"].startswith("worker died: BrokenProcessPool")

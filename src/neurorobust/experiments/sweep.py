@@ -232,7 +232,9 @@ def crashed_payload(exc: BaseException) -> dict[str, Any]:
         "rows": [],
         "checks": [],
         "error": f"worker died: {type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(exc)),
+        # without the local frames: a broken pool re-raises one exception object for every pending
+        # future, and its traceback grows by these frames each time (the causes keep the worker's)
+        "traceback": "".join(traceback.format_exception(type(exc), exc, None)),
         "started": time.time(),
     }
 
