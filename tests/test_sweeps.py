@@ -414,7 +414,11 @@ def test_leaderboard_ranks_mechanisms_against_reference_defences(store):
     record("advtrain_mnist", "pgd-at", {0.1: 0.95, 0.2: 0.9, 0.3: 0.85})
     record("advtrain_mnist", "trades", {0.1: 0.94, 0.2: 0.88, 0.3: 0.80})
     record("sleep_mnist", "sleep-A", {0.05: 0.7, 0.1: 0.3, 0.2: 0.05, 0.3: 0.0})
+    record("hebbian_mnist", "kh", {0.01: 0.97, 0.03: 0.96, 0.1: 0.72})  # a finer grid: gap at the shared 0.1
+    record("hebbian_coarse", "kh", {0.01: 0.4})  # no eps in common with any reference: no gap
     board = {(b["experiment"], b["defence"]): b for b in leaderboard_rows(store)}
+    assert board[("hebbian_mnist", "kh")]["gap to best reference (pts)"] == "-23.0 vs pgd-at at eps 0.1"
+    assert board[("hebbian_coarse", "kh")]["gap to best reference (pts)"] is None
     sleep = board[("sleep_mnist", "sleep-A")]
     assert sleep["kind"] == "mechanism" and sleep["at eps"] == "0.2"
     assert sleep["gap to best reference (pts)"] == "-85.0 vs pgd-at"
