@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -180,6 +181,49 @@ def test_sweep_killed_part_way_resumes_without_duplicates_or_losses(tiny_sweep, 
         assert len(st.runs(status="done")) == 8
     assert len(after) == 8
     assert all(after[k] == v for k, v in before.items())  # nothing lost or rewritten
+
+
+def _pool_workers(pid: int) -> set[int]:
+    """Children of ``pid`` that are pool workers (not multiprocessing's resource tracker), from /proc."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+        if ppid == pid and b"resource_tracker" not in cmdline:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_of_a_sweep_stopped_with_sigterm_exit_with_it(tiny_sweep, tmp_path):
+    env = {**os.environ, "NEURO_STORE": str(tmp_path / "r.db"), "NEURO_RUNS": str(tmp_path / "runs")}
+    cmd = [sys.executable, "-m", "neurorobust.cli", "sweep", str(tiny_sweep), "--workers", "2"]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    workers: set[int] = set()
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            workers = _pool_workers(proc.pid)
+        assert len(workers) >= 2, "the sweep did not start its two workers"
+        proc.send_signal(signal.SIGTERM)  # the parent only, as `kill PID` does
+        proc.wait(timeout=30)
+        deadline = time.time() + 20
+        while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+            time.sleep(0.5)
+        alive = [p for p in workers if Path(f"/proc/{p}").exists()]
+        assert not alive, f"workers {alive} outlived their sweep"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for p in workers:  # never leave a test's orphans on the cores
+            if Path(f"/proc/{p}").exists():
+                os.kill(p, signal.SIGKILL)
 
 
 def test_ray_backend_gives_the_same_rows_as_local(tiny_sweep, tmp_path):

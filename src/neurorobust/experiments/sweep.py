@@ -272,10 +272,23 @@ def flush_denormals() -> None:
     torch.set_flush_denormal(True)
 
 
-def _init_worker() -> None:
+def _init_worker(threads: int | None, parent: int) -> None:
+    import threading
+
     import torch
 
-    torch.set_num_threads(1)
+    if threads:
+        torch.set_num_threads(threads)
+
+    def exit_with_parent() -> None:
+        # a sweep stopped by SIGTERM or SIGKILL cannot shut its pool down: without this its workers ran
+        # on as orphans, holding both cores; their unfinished runs are re-run by the next sweep
+        while True:
+            time.sleep(2.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
 
 
 def run_sweep(
@@ -431,7 +444,8 @@ def _run_local(
     with ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)),
         mp_context=get_context("spawn"),
-        initializer=_init_worker if threads else None,
+        initializer=_init_worker,
+        initargs=(threads, os.getpid()),
     ) as pool:
         futures = {pool.submit(run_variant, spec_json, runs_dir, experiment, threads): v for v, spec_json in jobs}
         for fut in as_completed(futures):
