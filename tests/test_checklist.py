@@ -219,6 +219,12 @@ def test_limits_cap_the_subset_of_the_suites_own_attacks():
     # capped attacks run on their limit, the others on suite_n; Square never on more than 200
     assert sizes == {"fgsm": 50, "pgd-100x5": 30, "apgd-ce": 50, "apgd-dlr": 50, "square": 7}
     assert {p.label: p.n for p in plan_suite(EvalSpec(suite="full", n=1000), 10)}["square"] == 200
+    # a limit above suite_n does not let one attack cover points the others never saw
+    assert {p.label: p.n for p in plan_suite(EvalSpec(suite="full", suite_n=50, limits={"square": 80}), 10)}[
+        "square"
+    ] == 50
+    with pytest.raises(ValueError, match="every limit must be an int >= 1"):
+        EvalSpec(suite="full", limits={"square": 0})
 
 
 def test_search_objective_must_be_measured_by_the_suite():

@@ -427,17 +427,17 @@ def test_objective_respects_min_clean_and_eps_free_metrics():
 def test_leaderboard_ranks_mechanisms_against_reference_defences(store):
     from neurorobust.store import ResultRow
 
-    def record(experiment, model, curve):
-        rows = [ResultRow(experiment, model, "mnist", "clean", "accuracy", 0.98, n=100, seed=0)]
+    def record(experiment, model, curve, dataset="mnist"):
+        rows = [ResultRow(experiment, model, dataset, "clean", "accuracy", 0.98, n=100, seed=0)]
         rows += [
-            ResultRow(experiment, model, "mnist", "worst-case", "accuracy", v, n=100, eps=e, seed=0)
+            ResultRow(experiment, model, dataset, "worst-case", "accuracy", v, n=100, eps=e, seed=0)
             for e, v in curve.items()
         ]
         rows.append(
             ResultRow(
                 experiment,
                 model,
-                "mnist",
+                dataset,
                 "checklist",
                 "masking_suspected",
                 0.0,
@@ -460,7 +460,12 @@ def test_leaderboard_ranks_mechanisms_against_reference_defences(store):
     record("sleep_mnist", "sleep-A", {0.05: 0.7, 0.1: 0.3, 0.2: 0.05, 0.3: 0.0})
     record("hebbian_mnist", "kh", {0.01: 0.97, 0.03: 0.96, 0.1: 0.72})  # a finer grid: gap at the shared 0.1
     record("hebbian_coarse", "kh", {0.01: 0.4})  # no eps in common with any reference: no gap
-    board = {(b["experiment"], b["defence"]): b for b in leaderboard_rows(store)}
+    # 8/255 written two ways by two configs is one eps
+    record("advtrain_cifar10", "pgd-at", {0.00784: 0.6, 0.03137: 0.4}, dataset="cifar10")
+    record("cerebellum_cifar10", "cerebellum", {0.00784314: 0.2, 0.0313725: 0.0}, dataset="cifar10")
+    rows = leaderboard_rows(store)
+    board = {(b["experiment"], b["defence"]): b for b in rows}  # the names above are unique but for published
+    assert board[("cerebellum_cifar10", "cerebellum")]["gap to best reference (pts)"] == "-40.0 vs pgd-at"
     assert board[("hebbian_mnist", "kh")]["gap to best reference (pts)"] == "-23.0 vs pgd-at at eps 0.1"
     assert board[("hebbian_coarse", "kh")]["gap to best reference (pts)"] is None
     sleep = board[("sleep_mnist", "sleep-A")]
@@ -468,7 +473,7 @@ def test_leaderboard_ranks_mechanisms_against_reference_defences(store):
     assert sleep["gap to best reference (pts)"] == "-85.0 vs pgd-at"
     assert board[("advtrain_mnist", "trades")]["gap to best reference (pts)"] == "-2.0 vs pgd-at"
     assert board[("advtrain_mnist", "pgd-at")]["kind"] == "reference"
-    published = [b for b in board.values() if b["kind"] == "published"]
+    published = [b for b in rows if b["kind"] == "published" and b["dataset"] == "mnist"]
     assert len(published) == 1 and published[0]["worst-case (%)"] == 89.0
     assert "not comparable" in published[0]["verdict"]
 

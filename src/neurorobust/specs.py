@@ -274,6 +274,15 @@ class EvalSpec(_Strict):
     def _names_to_entries(cls, v: Any) -> Any:
         return [{"name": a} if isinstance(a, str) else a for a in v] if isinstance(v, list) else v
 
+    @model_validator(mode="after")
+    def _positive_limits(self) -> EvalSpec:
+        # labels are not checked against the attacks run: a base spec's limits are defaults for the
+        # entries its variants add (sleep_mnist's jsma / boundary)
+        bad = {k: v for k, v in self.limits.items() if isinstance(v, bool) or v < 1}
+        if bad:
+            raise ValueError(f"every limit must be an int >= 1 (a subset size); got {bad}")
+        return self
+
 
 class RangeSpec(_Strict):
     """A search dimension: a float range (optionally log-uniform), an int range, or choices."""

@@ -111,8 +111,11 @@ def plan_suite(
     norm = spec.norm
 
     def n_of(label: str, cap: int | None = None) -> int | None:
-        # a suite attack runs on `limits[label]` points when the spec caps it, else on suite_n (or n)
-        n = spec.limits.get(label, spec.suite_n)
+        # a suite attack runs on `limits[label]` points (never more than suite_n), else on suite_n (or n);
+        # the subsets nest, so a capped attack covers a prefix of the others' points
+        n = spec.suite_n
+        if label in spec.limits:
+            n = spec.limits[label] if n is None else min(n, spec.limits[label])
         return n if cap is None else min(cap, n) if n else cap
 
     plan: list[_Planned] = []

@@ -140,6 +140,7 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
                 "seeds": len(seeds),
                 "spread (sd, %)": None if math.isnan(c_sd) else round(100 * c_sd, 2),
                 "_curve": _curve_values(worst),
+                "_eps": None if eps_ref is None else _eps_key(eps_ref),
             }
         )
     _reference_gaps(board)
@@ -147,15 +148,21 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
         board += _published_rows({b["dataset"] for b in board})
     for b in board:
         b.pop("_curve", None)
+        b.pop("_eps", None)
     board.sort(key=lambda b: (b["experiment"], -(b["worst-case (%)"] or -1.0)))
     return board
+
+
+def _eps_key(eps: float) -> float:
+    """eps to 3 significant digits: configs write 8/255 as 0.03137 or 0.0313725, and both are one eps."""
+    return float(f"{eps:.3g}")
 
 
 def _curve_values(worst: list[dict[str, Any]]) -> dict[float, float]:
     by_eps: dict[float, list[float]] = defaultdict(list)
     for r in worst:
         if r["eps"] is not None and r["value"] is not None:
-            by_eps[round(r["eps"], 6)].append(r["value"])
+            by_eps[_eps_key(r["eps"])].append(r["value"])
     return {e: 100 * sum(v) / len(v) for e, v in by_eps.items()}
 
 
@@ -164,9 +171,10 @@ def _reference_gaps(board: list[dict[str, Any]]) -> None:
 
     At the defence's reference eps when a reference was attacked there, else at the largest eps both
     curves share (named in the cell): a mechanism evaluated on a finer grid than the references
-    (Hebbian MNIST: 0.01 / 0.03 / 0.1 against 0.1 / 0.2 / 0.3) still gets its gap, at a common eps."""
+    (Hebbian MNIST: 0.01 / 0.03 / 0.1 against 0.1 / 0.2 / 0.3) still gets its gap, at a common eps.
+    "Best" is the best of the references attacked at that eps; eps match to 3 significant digits."""
     for b in board:
-        if b["worst-case (%)"] is None or not b["at eps"]:
+        if b["worst-case (%)"] is None or b["_eps"] is None:
             continue
         refs = [
             r
@@ -176,11 +184,11 @@ def _reference_gaps(board: list[dict[str, Any]]) -> None:
             and r is not b
             and not (b["kind"] == "reference" and r["defence"] == b["defence"])
         ]
-        at_eps = round(float(b["at eps"]), 6)
+        at_eps = b["_eps"]
         shared = {e for r in refs for e in r["_curve"] if e in b["_curve"]}
         if not shared:
             continue
-        eps = at_eps if any(at_eps in r["_curve"] for r in refs) else max(shared)
+        eps = at_eps if at_eps in b["_curve"] and any(at_eps in r["_curve"] for r in refs) else max(shared)
         best, name = max((r["_curve"][eps], r["defence"]) for r in refs if eps in r["_curve"])
         where = "" if eps == at_eps else f" at eps {eps:g}"
         b["gap to best reference (pts)"] = f"{b['_curve'][eps] - best:+.1f} vs {name}{where}"
