@@ -150,3 +150,13 @@ def test_eps_warmup_ramps_the_training_radius_batch_by_batch(one_thread):
     ramp = {"train": {"adversarial": {"method": "pgd", "eps": 0.3, "warmup_epochs": 1.0}}}
     zero = {"train": {"adversarial": {"method": "pgd", "eps": 0.3, "warmup_epochs": 0.0}}}
     assert train_key(parse_spec(base)) == train_key(parse_spec(zero)) != train_key(parse_spec(ramp))
+
+
+def test_a_diverging_training_stops_with_one_clear_error(one_thread):
+    from neurorobust.errors import TrainingDivergedError
+
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    model = create_model("mlp", input_shape=(1, 8, 8), widths=(16,))
+    with pytest.raises(TrainingDivergedError, match=r"training diverged: the loss is (nan|inf) at epoch 1.*lower the"):
+        fit(model, data.x_train, data.y_train, optimizer="sgd", lr=1e30, epochs=1, batch_size=64)

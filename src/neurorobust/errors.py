@@ -14,6 +14,7 @@ __all__ = [
     "NeuroRobustError",
     "SpecError",
     "StoreError",
+    "TrainingDivergedError",
     "UnknownNameError",
     "describe_value",
 ]
@@ -51,6 +52,10 @@ class SpecError(NeuroRobustError):
 
 class StoreError(NeuroRobustError):
     """The results store cannot be opened or has an incompatible schema."""
+
+
+class TrainingDivergedError(NeuroRobustError):
+    """The training loss became NaN or infinite; nothing is saved (a diverged model is not a result)."""
 
 
 def describe_value(value: Any) -> str:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, TrainingDivergedError
 from ..modes import eval_mode
 from ..validation import Interval, Options, validate_params
 
@@ -262,6 +262,12 @@ def fit(
                 batch_loss = batch_loss + penalty(xb, logits)
             if l1:
                 batch_loss = batch_loss + l1 * sum(p.abs().sum() for p in params if p.dim() > 1)
+            if not torch.isfinite(batch_loss):
+                raise TrainingDivergedError(
+                    f"training diverged: the loss is {batch_loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"of {steps} (lr {rate:g}{', ' + objective.method if objective is not None else ''}); "
+                    "lower the learning rate, or ramp adversarial eps in with warmup_epochs"
+                )
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
