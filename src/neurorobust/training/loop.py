@@ -262,16 +262,17 @@ def fit(
                 batch_loss = batch_loss + penalty(xb, logits)
             if l1:
                 batch_loss = batch_loss + l1 * sum(p.abs().sum() for p in params if p.dim() > 1)
-            if not torch.isfinite(batch_loss):
+            loss_value = batch_loss.item()  # one device sync per step, for the check and the records
+            if not math.isfinite(loss_value):
                 raise TrainingDivergedError(
-                    f"training diverged: the loss is {batch_loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                    f"training diverged: the loss is {loss_value} at epoch {epoch + 1}, step {step + 1} "
                     f"of {steps} (lr {rate:g}{', ' + objective.method if objective is not None else ''}); "
                     "lower the learning rate, or ramp adversarial eps in with warmup_epochs"
                 )
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
-            total_loss += batch_loss.item() * len(idx)
+            total_loss += loss_value * len(idx)
             correct += (logits.argmax(1) == (yb.argmax(1) if yb.dim() == 2 else yb)).sum().item()
             if progress is not None:
                 progress(
@@ -281,7 +282,7 @@ def fit(
                         "epochs": epochs,
                         "step": step + 1,
                         "steps": steps,
-                        "loss": batch_loss.item(),
+                        "loss": loss_value,
                     }
                 )
         record = {
