@@ -26,7 +26,15 @@ from ..errors import InvalidParameterError
 from ..modes import eval_mode
 from ..specs import AttackEntry, EvalSpec
 from ..store import ResultRow
-from .checklist import MIN_POINTS, CheckResult, detect_randomness, effective_threshold, verdict, zero_gradient_fraction
+from .checklist import (
+    MIN_POINTS,
+    CheckResult,
+    detect_randomness,
+    effective_threshold,
+    verdict,
+    within_threshold,
+    zero_gradient_fraction,
+)
 from .checklist import TOLERANCES as TOL
 from .metrics import median_finite, median_min_eps, perturbation_score, wilson_interval
 
@@ -323,11 +331,6 @@ def run_attack_suite(
     return out
 
 
-def _within(value: float, threshold: float | None) -> bool:
-    """``value <= threshold`` up to float rounding (values are fractions of whole points)."""
-    return threshold is not None and value <= threshold + 1e-9
-
-
 def _acc_row(
     base: dict[str, Any],
     attack: str,
@@ -527,7 +530,7 @@ def _checklist(
     checks.append(
         CheckResult(
             "single-vs-iterative",
-            None if value is None else _within(value, effective_threshold("single-vs-iterative", n_single)),
+            None if value is None else within_threshold(value, effective_threshold("single-vs-iterative", n_single)),
             value,
             effective_threshold("single-vs-iterative", n_single),
             "FGSM left fewer points correct than PGD: the iterative attack is not converging "
@@ -542,7 +545,7 @@ def _checklist(
     checks.append(
         CheckResult(
             "monotone-in-eps",
-            _within(rise, effective_threshold("monotone-in-eps", len(y))),
+            within_threshold(rise, effective_threshold("monotone-in-eps", len(y))),
             rise,
             effective_threshold("monotone-in-eps", len(y)),
             "Robust accuracy rises with eps: the attack fails at large eps, a sign of masking "
@@ -559,7 +562,7 @@ def _checklist(
     checks.append(
         CheckResult(
             "unbounded-attack",
-            _within(unb_acc, effective_threshold("unbounded-attack", len(probe_idx))),
+            within_threshold(unb_acc, effective_threshold("unbounded-attack", len(probe_idx))),
             unb_acc,
             effective_threshold("unbounded-attack", len(probe_idx)),
             "An attack with eps covering the whole image does not fool every point: gradients are "
@@ -597,7 +600,7 @@ def _checklist(
     checks.append(
         CheckResult(
             "more-steps-restarts",
-            _within(drop, effective_threshold("more-steps-restarts", len(probe_idx))),
+            within_threshold(drop, effective_threshold("more-steps-restarts", len(probe_idx))),
             drop,
             effective_threshold("more-steps-restarts", len(probe_idx)),
             "Doubling PGD's steps and adding restarts lowered robust accuracy: the suite's attack "
@@ -636,7 +639,7 @@ def _checklist(
     checks.append(
         CheckResult(
             "non-converging-attack",
-            _within(worse, effective_threshold("non-converging-attack", int(cc.sum()))),
+            within_threshold(worse, effective_threshold("non-converging-attack", int(cc.sum()))),
             worse,
             effective_threshold("non-converging-attack", int(cc.sum())),
             "For these points the attack ended with a lower loss than it started with: the "
@@ -648,7 +651,7 @@ def _checklist(
     checks.append(
         CheckResult(
             "silent-success",
-            _within(silent, effective_threshold("silent-success", int(cc.sum()))),
+            within_threshold(silent, effective_threshold("silent-success", int(cc.sum()))),
             silent,
             effective_threshold("silent-success", int(cc.sum())),
             "An iterate fooled the model but the returned point does not: keep the best iterate "
@@ -691,7 +694,7 @@ def _checklist(
     checks.append(
         CheckResult(
             "black-box-vs-white-box",
-            None if gap is None else _within(gap, bb_threshold),
+            None if gap is None else within_threshold(gap, bb_threshold),
             gap,
             bb_threshold,
             "A gradient-free (Square) or transfer attack fools points that the white-box attacks "

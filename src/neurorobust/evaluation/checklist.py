@@ -50,6 +50,7 @@ __all__ = [
     "detect_randomness",
     "effective_threshold",
     "verdict",
+    "within_threshold",
     "zero_gradient_fraction",
 ]
 
@@ -91,6 +92,16 @@ def effective_threshold(name: str, n: int) -> float:
     if name == "unbounded-attack":
         return max(tol, 1 / max(n, 1))
     return tol
+
+
+# Check values are fractions of whole points, computed as float32 means (1/10 is 0.100000001 in float32) or as
+# differences of two of them; 1e-6 absorbs that rounding and stays far below one point of any n <= 100,000.
+_ROUNDING = 1e-6
+
+
+def within_threshold(value: float, threshold: float | None) -> bool:
+    """``value <= threshold`` up to float32 rounding; ``False`` when there is no threshold."""
+    return threshold is not None and value <= threshold + _ROUNDING
 
 
 @dataclass(frozen=True)
