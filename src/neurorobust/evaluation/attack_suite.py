@@ -528,11 +528,10 @@ def _checklist(
         diffs.append(float(best_iter - fgsm[0].mean()))
     value = max(diffs) if diffs else None
     checks.append(
-        CheckResult(
+        CheckResult.judge(
             "single-vs-iterative",
-            None if value is None else within_threshold(value, effective_threshold("single-vs-iterative", n_single)),
             value,
-            effective_threshold("single-vs-iterative", n_single),
+            n_single,
             "FGSM left fewer points correct than PGD: the iterative attack is not converging "
             "(gradient masking or a too-small step); try more steps, restarts, other losses.",
         )
@@ -543,11 +542,10 @@ def _checklist(
     curve = [out.worst_case[e] for e in eps_grid if e in out.worst_case]
     rise = max((b - a for a, b in itertools.pairwise(curve)), default=0.0)
     checks.append(
-        CheckResult(
+        CheckResult.judge(
             "monotone-in-eps",
-            within_threshold(rise, effective_threshold("monotone-in-eps", len(y))),
             rise,
-            effective_threshold("monotone-in-eps", len(y)),
+            len(y),
             "Robust accuracy rises with eps: the attack fails at large eps, a sign of masking "
             "or of a broken attack. Try more steps, BPDA/EOT, a gradient-free attack.",
         )
@@ -560,11 +558,10 @@ def _checklist(
     unb_acc = float(unb_correct.mean())
     emit([_acc_row(base, "check:unbounded-pgd", big, unb_acc, len(probe_idx), {"steps": 50})])
     checks.append(
-        CheckResult(
+        CheckResult.judge(
             "unbounded-attack",
-            within_threshold(unb_acc, effective_threshold("unbounded-attack", len(probe_idx))),
             unb_acc,
-            effective_threshold("unbounded-attack", len(probe_idx)),
+            len(probe_idx),
             "An attack with eps covering the whole image does not fool every point: gradients are "
             "masked or the attack is broken (Pintor: unconstrained attack failure). Use BPDA/EOT.",
         )
@@ -598,11 +595,10 @@ def _checklist(
         ]
     )
     checks.append(
-        CheckResult(
+        CheckResult.judge(
             "more-steps-restarts",
-            within_threshold(drop, effective_threshold("more-steps-restarts", len(probe_idx))),
             drop,
-            effective_threshold("more-steps-restarts", len(probe_idx)),
+            len(probe_idx),
             "Doubling PGD's steps and adding restarts lowered robust accuracy: the suite's attack "
             "had not converged. Report the stronger attack; use more steps/restarts (or APGD).",
         )
@@ -637,11 +633,10 @@ def _checklist(
     cc = clean[probe_idx] > 0.5
     worse = float(((loss_a < loss0 - 1e-6) & cc & alive).float().sum()) / max(int(cc.sum()), 1)
     checks.append(
-        CheckResult(
+        CheckResult.judge(
             "non-converging-attack",
-            within_threshold(worse, effective_threshold("non-converging-attack", int(cc.sum()))),
             worse,
-            effective_threshold("non-converging-attack", int(cc.sum())),
+            int(cc.sum()),
             "For these points the attack ended with a lower loss than it started with: the "
             "step size is too large or the loss surface is noisy. Lower the step, use EOT or APGD.",
         )
@@ -649,11 +644,10 @@ def _checklist(
     # judged like every other number: on the mean over draws for a random model
     silent = float(((c_ok < 0.5) & (a_ok >= 0.5) & cc).float().sum()) / max(int(cc.sum()), 1)
     checks.append(
-        CheckResult(
+        CheckResult.judge(
             "silent-success",
-            within_threshold(silent, effective_threshold("silent-success", int(cc.sum()))),
             silent,
-            effective_threshold("silent-success", int(cc.sum())),
+            int(cc.sum()),
             "An iterate fooled the model but the returned point does not: keep the best iterate "
             "(early_stop=True, or restarts) (Pintor et al. 2022).",
         )

@@ -118,6 +118,13 @@ class CheckResult:
     def failed(self) -> bool:
         return self.passed is False
 
+    @classmethod
+    def judge(cls, name: str, value: float | None, n: int, advice: str) -> CheckResult:
+        """Check ``name`` on ``n`` points: passed when ``value`` is within its :func:`effective_threshold`
+        (``None`` when there is no value)."""
+        threshold = effective_threshold(name, n)
+        return cls(name, None if value is None else within_threshold(value, threshold), value, threshold, advice)
+
 
 def verdict(checks: list[CheckResult]) -> str:
     """``no masking found`` or ``masking suspected: <failed checks>``."""
