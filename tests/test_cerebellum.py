@@ -71,6 +71,22 @@ def test_sparse_paths_equal_the_dense_masked_matmul(one_thread, mode, shape):
 
 
 @needs_numba
+def test_fused_read_out_gradient_is_zero_on_blocks_silent_on_the_whole_batch(one_thread):
+    # one lit pixel: most blocks of cells (256 at batch 50) see only dark pixels and are skipped by the
+    # kernel, which must still write their (zero) read-out gradient rather than leave memory unset
+    nets = _twins(m=3000, k=4, ltd=False)
+    x = torch.zeros(50, 1, 28, 28)
+    x[:, 0, 14, 14] = torch.rand(50, generator=torch.Generator().manual_seed(3)) + 0.5
+    grads = {}
+    for name in ("dense", "fused"):
+        net = nets[name].train()
+        grads[name] = torch.autograd.grad((net(x) * torch.arange(10)).sum(), net.readout)[0]
+    silent = grads["dense"].abs().sum(1) == 0
+    assert silent.sum() > 2000 and (~silent).sum() > 0  # mostly silent cells, some active
+    torch.testing.assert_close(grads["fused"], grads["dense"], rtol=1e-4, atol=1e-6)
+
+
+@needs_numba
 def test_fused_kernel_batch_one_and_odd_sizes(one_thread):
     for classes in (10, 3):  # the kernel unrolls the class loop for 10 classes; 3 takes the generic loop
         nets = _twins(input_shape=(1, 7, 7), num_classes=classes, m=37, k=5, ltd=False)  # m not a multiple of 8

@@ -69,8 +69,10 @@ def block_size(batch: int, classes: int) -> int:
 
 
 @njit(fastmath=_FASTMATH, nogil=True, cache=True)
-def _block_activity(xT, idx, w, j0, nj, H):  # pragma: no cover - compiled
-    # H[r] = relu(a of cell j0 + r) over the batch for r < nj; returns the sum of H[:nj]
+def _block_activity(xT, idx, w, j0, nj, H, hsum, want_sum):  # pragma: no cover - compiled
+    # H[r] = relu(a of cell j0 + r) over the batch for r < nj; returns the sum of H[:nj]; with want_sum,
+    # hsum[j0 + r] = the sum of H[r] over the batch (summed here, while H[r] is in registers: a separate
+    # pass over H cost a quarter of the forward kernel)
     B = xT.shape[1]
     k = idx.shape[1]
     total = xT[0, 0] * 0
@@ -85,9 +87,13 @@ def _block_activity(xT, idx, w, j0, nj, H):  # pragma: no cover - compiled
             wq = w[j, q]
             for b in range(B):
                 H[r, b] += wq * xT[iq, b]
+        row = xT[0, 0] * 0
         for b in range(B):
             H[r, b] = max(H[r, b], 0)
-            total += H[r, b]
+            row += H[r, b]
+        if want_sum:
+            hsum[j0 + r] = row
+        total += row
     return total
 
 
@@ -106,13 +112,7 @@ def _forward(xT, idx, w, W, want_mean, nt, rb):  # pragma: no cover - compiled
         hi = min(m, lo + block)
         for j0 in range(lo, hi, rb):
             nj = min(rb, hi - j0)
-            total = _block_activity(xT, idx, w, j0, nj, H)
-            if want_mean:
-                for r in range(nj):
-                    s = H[r, 0] * 0
-                    for b in range(B):
-                        s += H[r, b]
-                    hsum[j0 + r] = s
+            total = _block_activity(xT, idx, w, j0, nj, H, hsum, want_mean)
             if total == 0:
                 continue  # the whole block is silent on this batch
             # (c, B) += W_block^T (c, nj) @ H_block (nj, B): a small single-threaded BLAS product
@@ -132,7 +132,7 @@ def _backward(xT, idx, w, W, gT, want_x, want_w, nt, rb):  # pragma: no cover - 
     c = W.shape[1]
     G = np.ascontiguousarray(gT.T)  # (B, c)
     gx = np.zeros((nt if want_x else 1, d if want_x else 1, B), dtype=xT.dtype)
-    gW = np.zeros((m if want_w else 1, c), dtype=xT.dtype)
+    gW = np.empty((m if want_w else 1, c), dtype=xT.dtype)  # every block writes its rows (silent ones: 0)
     block = (m + nt - 1) // nt
     block = (block + rb - 1) // rb * rb
     for t in prange(nt):
@@ -141,9 +141,11 @@ def _backward(xT, idx, w, W, gT, want_x, want_w, nt, rb):  # pragma: no cover - 
         hi = min(m, lo + block)
         for j0 in range(lo, hi, rb):
             nj = min(rb, hi - j0)
-            total = _block_activity(xT, idx, w, j0, nj, H)
-            if total == 0:
-                continue  # no gradient flows through silent cells; their read-out gradient is 0
+            total = _block_activity(xT, idx, w, j0, nj, H, H[0], False)
+            if total == 0:  # no gradient flows through silent cells; their read-out gradient is 0
+                if want_w:
+                    gW[j0 : j0 + nj] = 0
+                continue
             if want_w:  # dL/dW_block (nj, c) = H_block (nj, B) @ G (B, c)
                 gW[j0 : j0 + nj] = np.dot(H[:nj], G)
             if not want_x:
