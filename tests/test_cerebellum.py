@@ -269,3 +269,45 @@ def test_registry_and_configs():
             spec = load_spec(REPO / "configs" / f"{name}.toml", full=full)
             assert spec.reductions
             assert spec.sweep is not None and spec.sweep.variants
+
+
+def test_every_sweep_label_parses_and_the_sweep_report_has_its_tables_and_figure(tmp_path):
+    from neurorobust.experiments.sweep import expand_sweep
+    from neurorobust.mechanisms.cerebellum import parse_sweep_label, sweep_report_items
+    from neurorobust.specs import load_spec
+
+    for full in (False, True):  # the report finds the sweep's models by their labels: every label must parse
+        for v in expand_sweep(load_spec(REPO / "configs" / "cerebellum_sweeps.toml", full=full)):
+            assert parse_sweep_label(v.spec.label) is not None, v.spec.label
+    assert parse_sweep_label("rc+ltd k=4 m=50000 b1 (reduced, full suite)") == {
+        "kind": "rc",
+        "ltd": True,
+        "k": 4,
+        "m": 50000,
+        "batch": 1,
+        "tier": "reduced, full suite",
+    }
+    assert parse_sweep_label("cerebellum") is None
+
+    def row(model, attack, eps, value):
+        return {"model": model, "attack": attack, "eps": eps, "metric": "accuracy", "value": value, "params": {}}
+
+    rows = [
+        row("fc m=1000", "pgd-0.01", 0.1, 0.08),
+        row("fc m=5000", "pgd-0.01", 0.1, 0.15),
+        row("rc+ltd k=4 m=50000", "pgd-0.01", 0.1, 0.40),
+        row("rc k=4 m=50000 b1", "clean", None, 0.9),
+        row("base", "pgd-0.01", 0.1, 0.5),
+    ]
+    items = sweep_report_items(rows, tmp_path, {("fc m=1000", "pgd-0.01", 0.1): 9.0})
+    tables = {title.split(":")[0]: payload for kind, title, payload in items if kind == "table"}
+    assert set(tables) == {
+        "Width sweep, fully connected granule layer",
+        "Sparsity sweep at a fixed synapse budget",
+        "Training batch 50 vs batch 1 (Table 7)",
+    }
+    width = tables["Width sweep, fully connected granule layer"][1]
+    assert [r[0] for r in width] == ["fc m=1000", "fc m=5000"] and "8.0 / 9" in width[0]  # ours / paper
+    figures = [payload for kind, _, payload in items if kind == "figure"]
+    assert figures == ["cerebellum_sweeps.png"] and (tmp_path / "cerebellum_sweeps.png").stat().st_size > 10_000
+    assert sweep_report_items([row("base", "clean", None, 0.9)], tmp_path) == []

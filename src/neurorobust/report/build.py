@@ -116,6 +116,10 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
         from ..mechanisms.spectra import report_items
 
         items += report_items(store.results(experiment=experiment, done_only=True), outdir)
+    from ..mechanisms.cerebellum import parse_sweep_label, sweep_report_items
+
+    if sum(parse_sweep_label(m) is not None for m in {r["model"] for r in rows}) >= 3:  # width / k / batch sweeps
+        items += sweep_report_items(rows, outdir, paper_values(experiment))
     claims = claims_table(experiment, rows)
     if claims is not None:
         items.append(("table", "Paper claims next to our numbers", claims))
@@ -191,6 +195,20 @@ def minimal_attacks_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[l
     header = ["model", "clean acc (%)"] + [f"{a} {m}" for a, m in columns]
     body = [[m, _pct(clean.get(m))] + [cells.get((m, a, k), "—") for a, k in columns] for m in models]
     return header, body
+
+
+def paper_values(experiment: str, claims_dir: Path | None = None) -> dict[tuple[str, str, float | None], float]:
+    """``{(model, attack, eps): value}`` of the absolute accuracy claims mapped to ``experiment`` (in %)."""
+    from ..claims import load_claims
+    from ..data.search import REPO_ROOT
+
+    folder = claims_dir or (Path("claims") if Path("claims").is_dir() else REPO_ROOT / "claims")
+    out: dict[tuple[str, str, float | None], float] = {}
+    for path in sorted(folder.glob("*.toml")):
+        for c in load_claims(path).claims:
+            if c.experiment == experiment and c.kind == "absolute" and c.metric == "accuracy" and c.value is not None:
+                out[(c.model, c.attack, c.eps)] = c.value * (100 if c.unit == "fraction" else 1)
+    return out
 
 
 def claims_table(
