@@ -705,7 +705,7 @@ def _checklist(
     checks.append(
         CheckResult(
             "unavailable-gradients",
-            zero_points <= TOL["unavailable-gradients"],
+            within_threshold(zero_points, TOL["unavailable-gradients"]),
             zero_points,
             TOL["unavailable-gradients"],
             f"{100 * zero_points:.1f}% of points have an all-zero input gradient "
@@ -713,7 +713,7 @@ def _checklist(
             "saturated softmax). Declare a BPDA surrogate; use margin-loss and gradient-free attacks.",
         )
     )
-    needs_bpda = zero_points > TOL["unavailable-gradients"]
+    needs_bpda = not within_threshold(zero_points, TOL["unavailable-gradients"])
     # every attack of this suite is EOT-wrapped when the model is random (declared or detected), so
     # what can still be missing is a surrogate for vanishing gradients
     bpda_ok = not needs_bpda or surrogate is not None
