@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import SpecError
 
-__all__ = ["Claim", "ClaimsFile", "Verdict", "judge", "load_claims", "ours_for"]
+__all__ = ["Claim", "ClaimsFile", "Verdict", "claims_paths", "judge", "load_claims", "ours_for"]
 
 
 class Claim(BaseModel):
@@ -126,6 +126,16 @@ class Judgement:
     ours: float | None
     verdict: Verdict
     tolerance: float | None
+
+
+def claims_paths(folder: str | Path | None = None) -> list[Path]:
+    """The claims files, sorted: ``folder``'s ``*.toml``; by default ``./claims`` when it exists (a
+    checkout's working directory), else the installed repository's ``claims/``."""
+    if folder is None:
+        from .data.search import REPO_ROOT
+
+        folder = Path("claims") if Path("claims").is_dir() else REPO_ROOT / "claims"
+    return sorted(Path(folder).glob("*.toml"))
 
 
 def load_claims(path: str | Path) -> ClaimsFile:

@@ -702,10 +702,11 @@ def _checklist(
 
     # 5, 6. unavailable gradients and EOT/BPDA
     zero_points, zero_entries = zero_gradient_fraction(model, xp, yp)
+    gradients_available = within_threshold(zero_points, TOL["unavailable-gradients"])
     checks.append(
         CheckResult(
             "unavailable-gradients",
-            within_threshold(zero_points, TOL["unavailable-gradients"]),
+            gradients_available,
             zero_points,
             TOL["unavailable-gradients"],
             f"{100 * zero_points:.1f}% of points have an all-zero input gradient "
@@ -713,7 +714,7 @@ def _checklist(
             "saturated softmax). Declare a BPDA surrogate; use margin-loss and gradient-free attacks.",
         )
     )
-    needs_bpda = not within_threshold(zero_points, TOL["unavailable-gradients"])
+    needs_bpda = not gradients_available
     # every attack of this suite is EOT-wrapped when the model is random (declared or detected), so
     # what can still be missing is a surrogate for vanishing gradients
     bpda_ok = not needs_bpda or surrogate is not None

@@ -71,8 +71,7 @@ def block_size(batch: int, classes: int) -> int:
 @njit(fastmath=_FASTMATH, nogil=True, cache=True)
 def _block_activity(xT, idx, w, j0, nj, H, hsum, want_sum):  # pragma: no cover - compiled
     # H[r] = relu(a of cell j0 + r) over the batch for r < nj; returns the sum of H[:nj]; with want_sum,
-    # hsum[j0 + r] = the sum of H[r] over the batch (summed here, while H[r] is in registers: a separate
-    # pass over H cost a quarter of the forward kernel)
+    # hsum[j0 + r] = the sum of H[r] over the batch (taken in the ReLU pass, which sums H[r] anyway)
     B = xT.shape[1]
     k = idx.shape[1]
     total = xT[0, 0] * 0

@@ -804,7 +804,9 @@ def sweep_report_items(
     width = sorted((i["ltd"], i["m"], lab) for lab, i in plain.items() if i["kind"] == "fc")
     sparse = sorted((i["ltd"], i["k"], lab) for lab, i in plain.items() if i["kind"] == "rc")
     batch = sorted((i["batch"] or 0, i["tier"] or "", lab) for lab, i in labels.items() if i["batch"] is not None)
-    note = " (ours / the paper's Table 6 or 7 row of that name; reduced rows are not comparable: fewer epochs, smaller m)"
+    note = (
+        " (ours / the paper's Table 6 or 7 row of that name; reduced rows are not comparable: fewer epochs, smaller m)"
+    )
     if width:
         body = [
             [lab, "yes" if ltd else "no", f"{m:,}"] + [cell(lab, a, e) for a, e, _ in _SWEEP_COLUMNS]

@@ -199,12 +199,10 @@ def minimal_attacks_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[l
 
 def paper_values(experiment: str, claims_dir: Path | None = None) -> dict[tuple[str, str, float | None], float]:
     """``{(model, attack, eps): value}`` of the absolute accuracy claims mapped to ``experiment`` (in %)."""
-    from ..claims import load_claims
-    from ..data.search import REPO_ROOT
+    from ..claims import claims_paths, load_claims
 
-    folder = claims_dir or (Path("claims") if Path("claims").is_dir() else REPO_ROOT / "claims")
     out: dict[tuple[str, str, float | None], float] = {}
-    for path in sorted(folder.glob("*.toml")):
+    for path in claims_paths(claims_dir):
         for c in load_claims(path).claims:
             if c.experiment == experiment and c.kind == "absolute" and c.metric == "accuracy" and c.value is not None:
                 out[(c.model, c.attack, c.eps)] = c.value * (100 if c.unit == "fraction" else 1)
@@ -215,12 +213,10 @@ def claims_table(
     experiment: str, rows: list[dict[str, Any]], claims_dir: Path | None = None
 ) -> tuple[list[str], list[list[str]]] | None:
     """Paper claims mapped to ``experiment`` with ours and the verdict (DESIGN §7), or ``None``."""
-    from ..claims import judge, load_claims, ours_for
-    from ..data.search import REPO_ROOT
+    from ..claims import claims_paths, judge, load_claims, ours_for
 
-    folder = claims_dir or (Path("claims") if Path("claims").is_dir() else REPO_ROOT / "claims")
     body = []
-    for path in sorted(folder.glob("*.toml")):
+    for path in claims_paths(claims_dir):
         cf = load_claims(path)
         for c in cf.claims:
             if c.experiment != experiment:

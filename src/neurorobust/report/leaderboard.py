@@ -71,12 +71,10 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def _headline_claims() -> dict[tuple[str, str], Any]:
-    from ..claims import load_claims
-    from ..data.search import REPO_ROOT
+    from ..claims import claims_paths, load_claims
 
-    folder = Path("claims") if Path("claims").is_dir() else REPO_ROOT / "claims"
     out = {}
-    for path in sorted(folder.glob("*.toml")):
+    for path in claims_paths():
         for c in load_claims(path).claims:
             if c.headline and c.kind == "absolute" and c.attack not in ("clean", "noise", "blur"):
                 out.setdefault((c.experiment, c.model), c)
