@@ -356,3 +356,36 @@ def test_a_training_batch_of_one_image_works(frontend):
     net = create_model("foveated", input_shape=(3, 128, 128), frontend=frontend, backbone="resnet18", width=4)
     net.train()
     assert net(torch.rand(1, 3, 128, 128)).shape == (1, 10)
+
+
+def test_repro_report_has_the_thesis_tables_and_the_stn_and_gaze_figures(tmp_path):
+    """`neurorobust repro` of a foveation config writes Tables 1-2 (ours / thesis) and draws the fixation
+    grids, the trained transformers' boxes and the trained multi-gaze points into the report."""
+    from test_pipeline import nr
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "fov_tiny.toml").write_text(
+        'description = "tiny foveation"\n[data]\nname = "cifar10"\ntrain_subset = 100\n'
+        '[model]\nname = "foveated"\nparams = { frontend = "none", backbone = "resnet20", width = 4 }\n'
+        "[train]\nepochs = 1\nbatch_size = 50\n"
+        '[evaluate]\nsuite = "seed-paper"\nchecklist = false\nn = 10\nnoise_sigmas = []\nblur_sigmas = []\n'
+        'attacks = [{ name = "pgd", label = "pgd20", eps = [0.01], params = { steps = 2 } }]\n'
+        "[sweep]\nseeds = [0]\n"
+        '[[sweep.variants]]\nlabel = "standard"\n'
+        '[[sweep.variants]]\nlabel = "retinal-discrete"\n'
+        'model.params = { frontend = "retinal", sampling = "discrete" }\n'
+        '[[sweep.variants]]\nlabel = "stn-affine"\n'
+        'model.params = { frontend = "stn", transform = "affine", glimpse = 16 }\n'
+        '[[sweep.variants]]\nlabel = "multigaze"\nmodel.params = { frontend = "multigaze", glimpse = 16 }\n'
+    )
+    nr("repro", "fov_tiny", cwd=tmp_path)
+    folder = tmp_path / "reports" / "fov_tiny"
+    md = (folder / "report.md").read_text()
+    assert "Table 1 (ours / thesis, %; pgd20)" in md and "Table 2 (ours / thesis" in md
+    table1 = md[md.index("Table 1 (ours") : md.index("Table 2 (ours")]
+    assert "| standard |" in table1 and "/ 89.2" in table1 and "/ 3 |" in table1  # thesis clean and eps 0.01
+    assert "| coarse |" not in table1  # not in this experiment: no row of the thesis' alone
+    others = md[md.index("Other models (ours only") :]
+    assert "| stn-affine |" in others and "| multigaze |" in others
+    for name in ("foveation_fixations.png", "foveation_stn.png", "foveation_multigaze.png"):
+        assert (folder / name).read_bytes()[:4] == b"\x89PNG" and f"({name})" in md

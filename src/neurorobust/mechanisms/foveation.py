@@ -118,11 +118,14 @@ __all__ = [
     "discrete_sample",
     "five_points",
     "fixation_offset",
+    "paper_tables",
+    "report_items",
     "retinal_constants",
     "retinal_radii",
     "retinal_source",
     "save_figures",
     "stn_theta",
+    "tables_markdown",
 ]
 
 _VUYYURU = "Vuyyuru, Banburski, Pant, Poggio 2020, NeurIPS 33 (as coded: mvuyyuru/adversary)"
@@ -1089,6 +1092,7 @@ def save_figures(
     runs_dir: str | None = None,
     store: str | None = None,
     n_images: int = 4,
+    curves: bool = True,
 ) -> list[str]:
     """The docs' figures for an experiment config (``configs/foveation_*.toml``); returns the files written.
 
@@ -1096,7 +1100,8 @@ def save_figures(
     the cortical scales of a test image, and a checkerboard warped both ways (thesis Fig. 8);
     ``<prefix>_stn.png`` and ``<prefix>_multigaze.png``: the boxes of the trained transformers and the
     predicted gazes on test images (when those networks are in the checkpoint cache);
-    ``<prefix>_pgd20.png`` and ``<prefix>_pgd5.png``: adversarial accuracy vs eps from the store.
+    ``<prefix>_pgd20.png`` and ``<prefix>_pgd5.png``: adversarial accuracy vs eps from the store (unless
+    ``curves=False``).
     """
     import matplotlib
 
@@ -1214,6 +1219,8 @@ def save_figures(
         written.append(str(path))
 
     # 4. adversarial accuracy vs eps, from the store
+    if not curves:
+        return written
     with ResultsStore(store) as st:
         rows_ = latest_rows(st.results(experiment=spec.name, done_only=True))
     for attack in ("pgd20", "pgd5"):
@@ -1242,16 +1249,14 @@ eps 0.001, 0.005, 0.01, 0.02, 0.05 (images in [0, 1])."""
 _GRID = (0.001, 0.005, 0.01, 0.02, 0.05)
 
 
-def tables_markdown(experiment: str, store: str | None = None, attack: str = "pgd20", eps_scale: float = 1.0) -> str:
-    """Markdown of Tables 1-2 with ours next to the thesis' (``ours / thesis``) from the store, plus every
-    other model of ``experiment`` (ours only): clean and balanced accuracy, adversarial accuracy by eps,
-    mean (± sd) over seeds, n and the seed count. ``eps_scale`` maps the grid to the stored eps (L2 attacks:
-    the grid times sqrt(input dimension))."""
-    from ..report.build import latest_rows
-    from ..store import ResultsStore
-
-    with ResultsStore(store) as st:
-        rows = latest_rows(st.results(experiment=experiment, done_only=True))
+def paper_tables(
+    rows: list[dict[str, Any]], attack: str = "pgd20", eps_scale: float = 1.0
+) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Tables 1-2 with ours next to the thesis' (``ours / thesis``) from :func:`~neurorobust.report.build.latest_rows`
+    output, plus every other model (ours only): clean and balanced accuracy, adversarial accuracy by eps, mean
+    (± sd) over seeds, n and the seed count; as ``(title, header, body)``. The thesis' numbers are shown only
+    for ``attack="pgd20"`` (its tables are 20-step L-inf PGD). ``eps_scale`` maps the grid to the stored eps
+    (L2 attacks: the grid times sqrt(input dimension))."""
 
     def cell(model: str, att: str, metric: str, eps: float | None) -> tuple[float | None, dict[str, Any]]:
         for r in rows:
@@ -1268,41 +1273,69 @@ def tables_markdown(experiment: str, store: str | None = None, attack: str = "pg
         sd = r.get("params", {}).get("sd")
         return f"{100 * v:.1f}" + (f" ± {100 * sd:.1f}" if sd else "")
 
+    def row(model: str, paper: list[float] | None) -> list[str]:
+        clean, r0 = cell(model, "clean", "accuracy", None)
+        bal, rb = cell(model, "clean", "balanced_accuracy", None)
+        cells = [fmt(clean, r0) + (f" / {paper[0]:g}" if paper else ""), fmt(bal, rb)]
+        n = seeds = "—"
+        for k, e in enumerate(_GRID):
+            v, r = cell(model, attack, "accuracy", e * eps_scale)
+            cells.append(fmt(v, r) + (f" / {paper[k + 1]:g}" if paper else ""))
+            if r:
+                n, seeds = str(r["n"]), str(r.get("params", {}).get("seeds", 1))
+        return [model, *cells, n, seeds]
+
     header = ["model", "clean", "balanced", *[f"eps {e:g}" for e in _GRID], "n", "seeds"]
-    out = []
     models = sorted({r["model"] for r in rows if r["attack"] == attack})
-    compare = attack == "pgd20"  # the thesis' tables are 20-step L-inf PGD
+    compare = attack == "pgd20"
+    out = []
     for title, table in THESIS_TABLES.items() if compare else ():
-        out.append(f"**{title}** (ours / thesis, %; {attack})\n")
-        out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for model, paper in table.items():
-            clean, r0 = cell(model, "clean", "accuracy", None)
-            bal, rb = cell(model, "clean", "balanced_accuracy", None)
-            cells = [f"{fmt(clean, r0)} / {paper[0]:g}", fmt(bal, rb)]
-            n = seeds = "—"
-            for e, p in zip(_GRID, paper[1:], strict=True):
-                v, r = cell(model, attack, "accuracy", e * eps_scale)
-                cells.append(f"{fmt(v, r)} / {p:g}")
-                if r:
-                    n, seeds = str(r["n"]), str(r.get("params", {}).get("seeds", 1))
-            out.append("| " + " | ".join([model, *cells, n, seeds]) + " |")
-        out.append("")
+        present = [(m, paper) for m, paper in table.items() if m in models]
+        if present:
+            out.append((f"{title} (ours / thesis, %; {attack})", header, [row(m, p) for m, p in present]))
     others = [m for m in models if not compare or not any(m in t for t in THESIS_TABLES.values())]
     if others:
-        out.append(f"**{'Other models' if compare else 'All models'}** (ours only, %; {attack})\n")
+        title = f"{'Other models' if compare else 'All models'} (ours only, %; {attack})"
+        out.append((title, header, [row(m, None) for m in others]))
+    return out
+
+
+def tables_markdown(experiment: str, store: str | None = None, attack: str = "pgd20", eps_scale: float = 1.0) -> str:
+    """Markdown of :func:`paper_tables` for ``experiment`` read from the store (default: the user's store)."""
+    from ..report.build import latest_rows
+    from ..store import ResultsStore
+
+    with ResultsStore(store) as st:
+        rows = latest_rows(st.results(experiment=experiment, done_only=True))
+    out = []
+    for title, header, body in paper_tables(rows, attack, eps_scale):
+        out.append(f"**{title}**\n")
         out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for model in others:
-            clean, r0 = cell(model, "clean", "accuracy", None)
-            bal, rb = cell(model, "clean", "balanced_accuracy", None)
-            cells = [fmt(clean, r0), fmt(bal, rb)]
-            n = seeds = "—"
-            for e in _GRID:
-                v, r = cell(model, attack, "accuracy", e * eps_scale)
-                cells.append(fmt(v, r))
-                if r:
-                    n, seeds = str(r["n"]), str(r.get("params", {}).get("seeds", 1))
-            out.append("| " + " | ".join([model, *cells, n, seeds]) + " |")
+        out += ["| " + " | ".join(cells) + " |" for cells in body]
+        out.append("")
     return "\n".join(out) + "\n"
+
+
+def report_items(
+    config: str | Path, rows: list[dict[str, Any]], outdir: Path, store: str | None = None
+) -> list[tuple[str, str, Any]]:
+    """The report's foveation sections (``(kind, title, payload)`` as ``report.build`` renders them):
+    the thesis' Tables 1-2 next to ours, and the fixation, STN-box and multi-gaze figures drawn from the
+    trained networks in the checkpoint cache (:func:`save_figures`, without its accuracy curves, which the
+    report draws for every attack)."""
+    items: list[tuple[str, str, Any]] = []
+    for title, header, body in paper_tables(rows):
+        items.append(("table", title, (header, body)))
+    outdir.mkdir(parents=True, exist_ok=True)
+    captions = {
+        "fixations": "Fixations: retinal (discrete, bilinear), coarse crops, cortical scales, warped checkerboard",
+        "stn": "Parallel spatial transformers: glimpse boxes on test images",
+        "multigaze": "Multi-gaze: predicted fixation points (x: the initial five)",
+    }
+    for path in save_figures(str(config), str(outdir), prefix="foveation", store=store, curves=False):
+        kind = Path(path).stem.removeprefix("foveation_")
+        items.append(("figure", captions.get(kind, kind), Path(path).name))
+    return items
 
 
 if __name__ == "__main__":  # python -m neurorobust.mechanisms.foveation CONFIG OUT_DIR [PREFIX]

@@ -1,4 +1,5 @@
-"""``neurorobust report``: ``reports/<name>/report.md`` and ``index.html`` from the store alone.
+"""``neurorobust report``: ``reports/<name>/report.md`` and ``index.html`` from the store (and,
+for foveation experiments, the checkpoint cache's networks for their figures).
 
 For each experiment: a table of clean accuracy per model (n, 95% CI, approximate flag), one
 figure per perturbation (noise, blur, each attack) with one line per model, the per-attack
@@ -9,16 +10,20 @@ to our numbers where a claims file maps to the experiment.
 from __future__ import annotations
 
 import html
+import logging
 import re
 import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import NeuroRobustError
 from ..evaluation.metrics import mean_sd
 from ..store import ResultsStore
 from .figures import curve_figure
 
 __all__ = ["build_report", "latest_rows"]
+
+log = logging.getLogger(__name__)
 
 
 def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -120,6 +125,9 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
 
     if sum(parse_sweep_label(m) is not None for m in {r["model"] for r in rows}) >= 3:  # width / k / batch sweeps
         items += sweep_report_items(rows, outdir, paper_values(experiment))
+    foveated = _foveated_config(experiment)
+    if foveated is not None:  # the thesis' Tables 1-2 and the fixation / STN / gaze figures
+        items += _foveation_items(foveated, rows, outdir, store)
     claims = claims_table(experiment, rows)
     if claims is not None:
         items.append(("table", "Paper claims next to our numbers", claims))
@@ -168,6 +176,31 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
             )
         )
     return items
+
+
+def _foveated_config(experiment: str) -> Path | None:
+    """``configs/<experiment>.toml`` when it is a foveation experiment (``[model] name = "foveated"``)."""
+    from ..data.search import REPO_ROOT
+    from ..specs import load_spec
+
+    folder = Path("configs") if Path("configs").is_dir() else REPO_ROOT / "configs"
+    path = folder / f"{experiment}.toml"
+    if not path.is_file():
+        return None
+    try:
+        return path if load_spec(path).model.name == "foveated" else None
+    except NeuroRobustError:  # a config that no longer parses: the rest of the report still builds
+        return None
+
+
+def _foveation_items(config: Path, rows: list[dict[str, Any]], outdir: Path, store: ResultsStore) -> list[Any]:
+    from ..mechanisms.foveation import report_items
+
+    try:
+        return report_items(config, rows, outdir, str(store.path))
+    except NeuroRobustError as err:  # e.g. the dataset is not on this machine: tables and curves still build
+        log.warning("foveation figures skipped: %s", err)
+        return [("table", "Foveation figures skipped", (["reason"], [[str(err)]]))]
 
 
 def _fmt(v: float | None) -> str:
