@@ -262,3 +262,24 @@ def test_the_allowed_number_of_points_surviving_the_unbounded_attack_passes_in_f
     survived[allowed] = True  # one more is too many
     assert not within_threshold(float(survived.float().mean()), threshold)
     assert not within_threshold(0.0, None)
+
+
+def test_single_vs_iterative_reuses_the_suites_pgd_instead_of_a_second_one(monkeypatch):
+    """With a PGD entry covering the probe points (the seed papers' tables), the first check attacks the
+    probes with FGSM only: its PGD-20 probe would repeat work the suite has done."""
+    created: list[tuple[str, dict]] = []
+    create = ATTACKS.create
+
+    def counting(name, **params):
+        created.append((name, params))
+        return create(name, **params)
+
+    monkeypatch.setattr(ATTACKS, "create", counting)
+    settings = {**SETTINGS, "n": 60, "check_n": 30}
+    entry = {"name": "pgd", "label": "pgd10", "params": {"steps": 10}}
+    result = neurorobust.evaluate(_honest_mlp(), "mnist", suite="seed-paper", attacks=[entry], **settings)
+    probes = [(n, p) for n, p in created if p.get("steps") == 20 and n == "pgd"]
+    assert probes == [], probes
+    assert sum(n == "fgsm" for n, _ in created) == len(SETTINGS["eps"])
+    check = _by_name(result)["single-vs-iterative"]
+    assert check.passed and check.value is not None and check.value <= 0.0  # PGD-10 beats FGSM on an MLP

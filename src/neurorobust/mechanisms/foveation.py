@@ -263,10 +263,10 @@ def retinal_source(size: int, gaze: torch.Tensor, constants: tuple[float, float]
     grid = torch.stack(torch.meshgrid(idx, idx, indexing="ij"), dim=-1)  # (N, N, 2): (row, col)
     d = grid[None] - (size - 1) / 2 - gaze[:, None, None, :]
     r = d.norm(dim=-1, keepdim=True)
-    theta = torch.atan2(d[..., 1:], d[..., :1])  # as coded: r = 0 maps to the source centre
-    gr = a * r**2 + b * r
-    src = torch.cat([gr * torch.cos(theta), gr * torch.sin(theta)], dim=-1)
-    src = src + gaze[:, None, None, :] + size / 2
+    # the coded g(r) (cos theta, sin theta) with theta = atan2(d) is g(r) d / r = (A r + B) d: the same
+    # numbers (r = 0 maps to the source centre either way) without atan2, cos and sin, whose forward and
+    # backward passes were most of a multi-gaze training step (gazes change per image, so no table)
+    src = (a * r + b) * d + (gaze[:, None, None, :] + size / 2)
     return src.clamp(0.0, size + float(_PAD))
 
 
