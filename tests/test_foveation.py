@@ -33,6 +33,7 @@ from neurorobust.mechanisms.foveation import (
     stn_theta,
 )
 from neurorobust.models import MODELS, create_model
+from neurorobust.store import ResultsStore
 
 
 def _tiny(frontend: str, size: int = 32, **kw):
@@ -381,11 +382,24 @@ def test_repro_report_has_the_thesis_tables_and_the_stn_and_gaze_figures(tmp_pat
     nr("repro", "fov_tiny", cwd=tmp_path)
     folder = tmp_path / "reports" / "fov_tiny"
     md = (folder / "report.md").read_text()
-    assert "Table 1 (ours / thesis, %; pgd20)" in md and "Table 2 (ours / thesis" in md
-    table1 = md[md.index("Table 1 (ours") : md.index("Table 2 (ours")]
-    assert "| standard |" in table1 and "/ 89.2" in table1 and "/ 3 |" in table1  # thesis clean and eps 0.01
-    assert "| coarse |" not in table1  # not in this experiment: no row of the thesis' alone
-    others = md[md.index("Other models (ours only") :]
-    assert "| stn-affine |" in others and "| multigaze |" in others
+    # no claims file maps to this experiment: our numbers only, never the thesis' ImageNet10 ones beside them
+    assert "All models (ours only, %; pgd20)" in md and "Table 1" not in md
+    ours = md[md.index("All models (ours only") :]
+    for model in ("standard", "retinal-discrete", "stn-affine", "multigaze"):
+        assert f"| {model} |" in ours
     for name in ("foveation_fixations.png", "foveation_stn.png", "foveation_multigaze.png"):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG" and f"({name})" in md
+
+    # the thesis' tables, as the caltech10 report has them: ours / thesis, its rows only where we ran the model
+    from neurorobust.mechanisms.foveation import paper_tables
+    from neurorobust.report.build import latest_rows
+
+    with ResultsStore(tmp_path / "results.db") as st:
+        rows = latest_rows(st.results(experiment="fov_tiny", done_only=True))
+    tables = {title: body for title, _, body in paper_tables(rows, thesis=True)}
+    (t1,) = [body for title, body in tables.items() if title.startswith("Table 1 (ours / thesis")]
+    assert [r[0] for r in t1] == ["standard", "retinal-discrete"]  # coarse and cortical were not run
+    assert t1[0][1].endswith(" / 89.2") and t1[0][5].endswith(" / 3")  # thesis clean and eps 0.01
+    assert t1[0][3] == "— / 79.6"  # eps 0.001 not attacked here
+    (others,) = [body for title, body in tables.items() if title.startswith("Other models")]
+    assert [r[0] for r in others] == ["multigaze", "stn-affine"]

@@ -1250,12 +1250,14 @@ _GRID = (0.001, 0.005, 0.01, 0.02, 0.05)
 
 
 def paper_tables(
-    rows: list[dict[str, Any]], attack: str = "pgd20", eps_scale: float = 1.0
+    rows: list[dict[str, Any]], attack: str = "pgd20", eps_scale: float = 1.0, *, thesis: bool = True
 ) -> list[tuple[str, list[str], list[list[str]]]]:
     """Tables 1-2 with ours next to the thesis' (``ours / thesis``) from :func:`~neurorobust.report.build.latest_rows`
     output, plus every other model (ours only): clean and balanced accuracy, adversarial accuracy by eps, mean
     (± sd) over seeds, n and the seed count; as ``(title, header, body)``. The thesis' numbers are shown only
-    for ``attack="pgd20"`` (its tables are 20-step L-inf PGD). ``eps_scale`` maps the grid to the stored eps
+    for ``attack="pgd20"`` (its tables are 20-step L-inf PGD) and ``thesis=True`` (``False`` for experiments
+    the thesis has no numbers for, e.g. CIFAR-10: every model then goes in one table of ours). ``eps_scale``
+    maps the grid to the stored eps
     (L2 attacks: the grid times sqrt(input dimension))."""
 
     def cell(model: str, att: str, metric: str, eps: float | None) -> tuple[float | None, dict[str, Any]]:
@@ -1287,7 +1289,7 @@ def paper_tables(
 
     header = ["model", "clean", "balanced", *[f"eps {e:g}" for e in _GRID], "n", "seeds"]
     models = sorted({r["model"] for r in rows if r["attack"] == attack})
-    compare = attack == "pgd20"
+    compare = attack == "pgd20" and thesis
     out = []
     for title, table in THESIS_TABLES.items() if compare else ():
         present = [(m, paper) for m, paper in table.items() if m in models]
@@ -1317,14 +1319,14 @@ def tables_markdown(experiment: str, store: str | None = None, attack: str = "pg
 
 
 def report_items(
-    config: str | Path, rows: list[dict[str, Any]], outdir: Path, store: str | None = None
+    config: str | Path, rows: list[dict[str, Any]], outdir: Path, store: str | None = None, *, thesis: bool = True
 ) -> list[tuple[str, str, Any]]:
     """The report's foveation sections (``(kind, title, payload)`` as ``report.build`` renders them):
-    the thesis' Tables 1-2 next to ours, and the fixation, STN-box and multi-gaze figures drawn from the
-    trained networks in the checkpoint cache (:func:`save_figures`, without its accuracy curves, which the
-    report draws for every attack)."""
+    the thesis' Tables 1-2 next to ours (``thesis=False``: ours only), and the fixation, STN-box and
+    multi-gaze figures drawn from the trained networks in the checkpoint cache (:func:`save_figures`,
+    without its accuracy curves, which the report draws for every attack)."""
     items: list[tuple[str, str, Any]] = []
-    for title, header, body in paper_tables(rows):
+    for title, header, body in paper_tables(rows, thesis=thesis):
         items.append(("table", title, (header, body)))
     outdir.mkdir(parents=True, exist_ok=True)
     captions = {

@@ -196,8 +196,9 @@ def _foveated_config(experiment: str) -> Path | None:
 def _foveation_items(config: Path, rows: list[dict[str, Any]], outdir: Path, store: ResultsStore) -> list[Any]:
     from ..mechanisms.foveation import report_items
 
+    thesis = bool(paper_values(config.stem))  # the thesis' numbers only where a claims file maps to them
     try:
-        return report_items(config, rows, outdir, str(store.path))
+        return report_items(config, rows, outdir, str(store.path), thesis=thesis)
     except NeuroRobustError as err:  # e.g. the dataset is not on this machine: tables and curves still build
         log.warning("foveation figures skipped: %s", err)
         return [("table", "Foveation figures skipped", (["reason"], [[str(err)]]))]
