@@ -403,3 +403,60 @@ def test_repro_report_has_the_thesis_tables_and_the_stn_and_gaze_figures(tmp_pat
     assert t1[0][3] == "— / 79.6"  # eps 0.001 not attacked here
     (others,) = [body for title, body in tables.items() if title.startswith("Other models")]
     assert [r[0] for r in others] == ["multigaze", "stn-affine"]
+
+
+def test_retinal_source_equals_the_coded_polar_form_for_any_gaze():
+    """(A r + B) d is the authors' g(r) (cos theta, sin theta), theta = atan2(d_col, d_row), row and column
+    in their places (an asymmetric gaze on an odd side, so a swap or a sign would show); gradients finite."""
+    from neurorobust.mechanisms.foveation import retinal_constants, retinal_source
+
+    size = 33
+    a, b = retinal_constants(size)
+    gaze = torch.tensor([[3.0, -7.5], [-11.25, 2.0], [0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    idx = torch.arange(size, dtype=torch.float64)
+    grid = torch.stack(torch.meshgrid(idx, idx, indexing="ij"), dim=-1)
+    d = grid[None] - (size - 1) / 2 - gaze.detach()[:, None, None, :]
+    r = d.norm(dim=-1, keepdim=True)
+    theta = torch.atan2(d[..., 1:], d[..., :1])
+    gr = a * r**2 + b * r
+    coded = torch.cat([gr * torch.cos(theta), gr * torch.sin(theta)], dim=-1) + gaze.detach()[:, None, None] + size / 2
+    ours = retinal_source(size, gaze)
+    assert torch.allclose(ours, coded.clamp(0.0, size + 2.0), atol=1e-10)
+    ours.sum().backward()
+    assert torch.isfinite(gaze.grad).all()
+
+
+def test_report_keeps_the_tables_when_the_figures_fail(tmp_path, monkeypatch):
+    import neurorobust.mechanisms.foveation as fov
+    from neurorobust.errors import DataError
+
+    def missing(*args, **kwargs):
+        raise DataError("caltech10 not found: see docs/data.md")
+
+    monkeypatch.setattr(fov, "save_figures", missing)
+    rows = [
+        {
+            "model": "standard",
+            "attack": "clean",
+            "metric": "accuracy",
+            "eps": None,
+            "value": 0.9,
+            "n": 10,
+            "params": {},
+        },
+        {
+            "model": "standard",
+            "attack": "pgd20",
+            "metric": "accuracy",
+            "eps": 0.01,
+            "value": 0.5,
+            "n": 10,
+            "params": {},
+        },
+    ]
+    items = fov.report_items("configs/foveation_caltech10.toml", rows, tmp_path, thesis=True)
+    titles = [title for _, title, _ in items]
+    assert titles[0].startswith("Table 1 (ours / thesis") and titles[-1] == "Foveation figures skipped"
+    (row,) = items[0][2][1]
+    assert row[0] == "standard" and row[1] == "90.0 / 89.2" and row[5] == "50.0 / 3"
+    assert "caltech10 not found" in items[-1][2][1][0][0]

@@ -56,6 +56,7 @@ class AttackRun:
     seconds: float
     white_box: bool = True
     adaptive: bool = True  # False: run without the EOT/BPDA the model's declarations call for
+    norm: str | None = None  # the attack's threat model, where it has one ("linf", "l2")
 
 
 @dataclass
@@ -269,7 +270,16 @@ def run_attack_suite(
         for eps, r in zip(eps_list, results, strict=True):
             correct = _adv_correct(model, r, y[idx], stochastic, draws, spec.batch_size)
             run = AttackRun(
-                item.label, item.attack.key, eps, idx, correct, r, seconds / len(results), item.white_box, item.adaptive
+                item.label,
+                item.attack.key,
+                eps,
+                idx,
+                correct,
+                r,
+                seconds / len(results),
+                item.white_box,
+                item.adaptive,
+                getattr(item.attack, "norm", None) or "linf",  # the attacks' own default
             )
             out.runs.append(run)
             rows += _rows_for(run, base, item.attack, stochastic, x[0].numel(), clean[idx])
@@ -509,20 +519,21 @@ def _checklist(
         fgsm = [
             on_probe(r)
             for r in out.runs
-            if r.key == "fgsm" and r.adaptive and r.eps is not None and math.isclose(r.eps, eps)
+            if r.key == "fgsm" and r.adaptive and r.norm == norm and r.eps is not None and math.isclose(r.eps, eps)
         ]
         iters = [
             on_probe(r)
             for r in out.runs
             if r.key in ("pgd", "apgd-ce", "apgd-dlr", "bim")
             and r.adaptive
+            and r.norm == norm  # an L2 run at a number equal to an L-inf eps is another attack
             and r.eps is not None
             and math.isclose(r.eps, eps)
         ]
         fgsm, iters = [f for f in fgsm if f is not None], [i for i in iters if i is not None]
-        if not fgsm:  # the suite's iterative runs are reused when they cover the probe points (seed-paper PGD)
+        if not fgsm:
             fgsm = [attack_probe(ATTACKS.create("fgsm", norm=norm), eps)[1]]
-        if not iters:
+        if not iters:  # else the suite's own iterative runs on the probe points (e.g. seed-paper PGD entries)
             iters = [attack_probe(ATTACKS.create("pgd", norm=norm, steps=20), eps)[1]]
         best_iter = torch.stack(iters).min(0).values.mean()
         diffs.append(float(best_iter - fgsm[0].mean()))

@@ -1302,15 +1302,25 @@ def paper_tables(
     return out
 
 
-def tables_markdown(experiment: str, store: str | None = None, attack: str = "pgd20", eps_scale: float = 1.0) -> str:
-    """Markdown of :func:`paper_tables` for ``experiment`` read from the store (default: the user's store)."""
-    from ..report.build import latest_rows
+def tables_markdown(
+    experiment: str,
+    store: str | None = None,
+    attack: str = "pgd20",
+    eps_scale: float = 1.0,
+    thesis: bool | None = None,
+) -> str:
+    """Markdown of :func:`paper_tables` for ``experiment`` read from the store (default: the user's store);
+    ``thesis`` defaults to whether a claims file maps to the experiment (caltech10 yes, CIFAR-10 no)."""
+    from ..report.build import latest_rows, paper_values
     from ..store import ResultsStore
+
+    if thesis is None:
+        thesis = bool(paper_values(experiment))
 
     with ResultsStore(store) as st:
         rows = latest_rows(st.results(experiment=experiment, done_only=True))
     out = []
-    for title, header, body in paper_tables(rows, attack, eps_scale):
+    for title, header, body in paper_tables(rows, attack, eps_scale, thesis=thesis):
         out.append(f"**{title}**\n")
         out.append("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
         out += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -1325,9 +1335,20 @@ def report_items(
     the thesis' Tables 1-2 next to ours (``thesis=False``: ours only), and the fixation, STN-box and
     multi-gaze figures drawn from the trained networks in the checkpoint cache (:func:`save_figures`,
     without its accuracy curves, which the report draws for every attack)."""
+    items: list[tuple[str, str, Any]] = [
+        ("table", title, (header, body)) for title, header, body in paper_tables(rows, thesis=thesis)
+    ]
+    try:
+        items += _figure_items(config, outdir, store)
+    except Exception as err:  # missing data, a checkpoint that no longer loads, a plotting error
+        # the tables above need only the store: keep them and say why the figures are missing
+        logging.getLogger(__name__).warning("foveation figures skipped: %s", err)
+        items.append(("table", "Foveation figures skipped", (["reason"], [[f"{type(err).__name__}: {err}"]])))
+    return items
+
+
+def _figure_items(config: str | Path, outdir: Path, store: str | None) -> list[tuple[str, str, Any]]:
     items: list[tuple[str, str, Any]] = []
-    for title, header, body in paper_tables(rows, thesis=thesis):
-        items.append(("table", title, (header, body)))
     outdir.mkdir(parents=True, exist_ok=True)
     captions = {
         "fixations": "Fixations: retinal (discrete, bilinear), coarse crops, cortical scales, warped checkerboard",
