@@ -42,10 +42,9 @@ DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Look here f
 
 
 def _configs_dir() -> Path:
-    from .data.search import REPO_ROOT
+    from .specs import configs_dir
 
-    local = Path("configs")
-    return local if local.is_dir() else REPO_ROOT / "configs"
+    return configs_dir()
 
 
 class _RichProgress:

@@ -38,6 +38,7 @@ __all__ = [
     "SearchSpec",
     "SweepSpec",
     "TrainSpec",
+    "configs_dir",
     "eval_key",
     "load_spec",
     "parse_spec",
@@ -493,6 +494,15 @@ def parse_spec(raw: dict[str, Any], *, source: str = "<spec>", full: bool = Fals
     except ValidationError as err:
         raise SpecError(_format_validation_error(source, err)) from None
     return spec
+
+
+def configs_dir() -> Path:
+    """The experiment configs: ``./configs`` when it exists (a checkout's working directory), else the
+    installed repository's ``configs/``."""
+    from .data.search import REPO_ROOT
+
+    local = Path("configs")
+    return local if local.is_dir() else REPO_ROOT / "configs"
 
 
 def load_spec(path: str | Path, *, full: bool = False) -> ExperimentSpec:

@@ -1257,8 +1257,7 @@ def paper_tables(
     (± sd) over seeds, n and the seed count; as ``(title, header, body)``. The thesis' numbers are shown only
     for ``attack="pgd20"`` (its tables are 20-step L-inf PGD) and ``thesis=True`` (``False`` for experiments
     the thesis has no numbers for, e.g. CIFAR-10: every model then goes in one table of ours). ``eps_scale``
-    maps the grid to the stored eps
-    (L2 attacks: the grid times sqrt(input dimension))."""
+    maps the grid to the stored eps (L2 attacks: the grid times sqrt(input dimension))."""
 
     def cell(model: str, att: str, metric: str, eps: float | None) -> tuple[float | None, dict[str, Any]]:
         for r in rows:

@@ -10,7 +10,6 @@ to our numbers where a claims file maps to the experiment.
 from __future__ import annotations
 
 import html
-import logging
 import re
 import time
 from pathlib import Path
@@ -22,8 +21,6 @@ from ..store import ResultsStore
 from .figures import curve_figure
 
 __all__ = ["build_report", "latest_rows"]
-
-log = logging.getLogger(__name__)
 
 
 def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,11 +177,9 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
 
 def _foveated_config(experiment: str) -> Path | None:
     """``configs/<experiment>.toml`` when it is a foveation experiment (``[model] name = "foveated"``)."""
-    from ..data.search import REPO_ROOT
-    from ..specs import load_spec
+    from ..specs import configs_dir, load_spec
 
-    folder = Path("configs") if Path("configs").is_dir() else REPO_ROOT / "configs"
-    path = folder / f"{experiment}.toml"
+    path = configs_dir() / f"{experiment}.toml"
     if not path.is_file():
         return None
     try:
