@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "DataError",
     "InvalidParameterError",
+    "ModelOutputError",
     "NeuroRobustError",
     "SpecError",
     "StoreError",
@@ -52,6 +53,22 @@ class SpecError(NeuroRobustError):
 
 class StoreError(NeuroRobustError):
     """The results store cannot be opened or has an incompatible schema."""
+
+
+class ModelOutputError(NeuroRobustError):
+    """A model returned NaN or infinite logits (or an attack's input gradient through it was NaN).
+
+    A point where a model's output is not a number is never counted as robust: the evaluation stops
+    with one message naming the model, so that the user can fix the model instead of reading an
+    inflated robust accuracy.
+    """
+
+    def __init__(self, model: Any, what: str) -> None:
+        name = model if isinstance(model, str) else type(model).__name__
+        super().__init__(
+            f"The model {name} {what}. A NaN or infinite output is never scored as robust: fix the model "
+            "(e.g. a log of zero, a division by zero, an overflow in a custom layer) and evaluate again."
+        )
 
 
 class TrainingDivergedError(NeuroRobustError):

@@ -253,6 +253,11 @@ class EvalSpec(_Strict):
     check_n: int = Field(default=200, ge=10, description="subset size of the checklist's probes")
     checklist: bool = Field(default=True, description="run the gradient-masking checklist after the attacks")
     eot_draws: int = Field(default=20, ge=1, description="EOT draws and evaluation draws for random models")
+    cascade: bool = Field(
+        default=True,
+        description="full suite: each attack attacks only the points still robust after the ones before it "
+        "(and the checklist's probe points); false gives every attack's own table on every point",
+    )
 
     @field_validator("eps")
     @classmethod

@@ -19,7 +19,7 @@ Examples
 from __future__ import annotations
 
 from ..registry import Registry
-from .apgd import APGD, APGDDLR
+from .apgd import APGD, APGDDLR, APGDT
 from .base import (
     Attack,
     AttackResult,
@@ -30,6 +30,7 @@ from .base import (
     project,
 )
 from .blackbox import BoundaryAttack, SquareAttack
+from .fab import FAB
 from .gradient import BIM, FGSM, ILL, PGD, IterativeGradient
 from .minimal import CarliniWagnerL2, DeepFool, FGSMMin
 from .sparse import JSMA
@@ -39,10 +40,12 @@ from .wrappers import BPDA, EOT, BPDAModel, EOTModel, auto_wrap, is_stochastic, 
 __all__ = [
     "APGD",
     "APGDDLR",
+    "APGDT",
     "ATTACKS",
     "BIM",
     "BPDA",
     "EOT",
+    "FAB",
     "FGSM",
     "ILL",
     "JSMA",
@@ -78,6 +81,8 @@ for _cls in (
     PGD,
     APGD,
     APGDDLR,
+    APGDT,
+    FAB,
     SquareAttack,
     DeepFool,
     JSMA,

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, ModelOutputError
 from ..modes import eval_mode, restore_modes, save_modes
 from ..validation import Constraint, Options, validate_params
 
@@ -47,6 +47,8 @@ __all__ = [
     "AttackResult",
     "ascent_direction",
     "attack_loss",
+    "check_finite",
+    "draw_correct",
     "input_gradient",
     "lp_norm",
     "project",
@@ -238,6 +240,40 @@ def attack_loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     raise ValueError(f"unknown loss {name!r}")
 
 
+def unwrapped(model: Any) -> Any:
+    """The user's model inside the EOT/BPDA wrappers (for messages)."""
+    while getattr(model, "wraps_model", False):
+        model = model.model
+    return model
+
+
+def check_finite(model: Any, logits: Any, what: str = "returned NaN or infinite logits") -> None:
+    """Raise :class:`~neurorobust.errors.ModelOutputError` naming the model unless ``logits`` is all finite.
+
+    A NaN output is never a robust point: ``argmax`` of NaN logits is class 0, so a NaN model would
+    otherwise be scored about 1/K robust.
+    """
+    if isinstance(logits, torch.Tensor) and logits.is_floating_point() and not bool(torch.isfinite(logits).all()):
+        bad = int((~torch.isfinite(logits)).any(dim=-1).sum()) if logits.dim() > 1 else 1
+        raise ModelOutputError(unwrapped(model), f"{what} for {bad} of {logits.shape[0]} inputs")
+
+
+def draw_correct(model: Any, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    r"""Per sample, the fraction of the model's random draws that predict ``y``, as a float in [0, 1].
+
+    For an :class:`~neurorobust.attacks.wrappers.EOTModel` whose last forward pass produced
+    ``logits``, this is :math:`\frac{1}{n}\sum_i [\arg\max_k f_k(x;\omega_i) = y]` over its ``n`` draws
+    (DESIGN §10: on a random model every decision of an attack is taken on the mean over draws);
+    for any other model (one draw) it is ``argmax(logits) == y``. A sample is fooled when this is 0.
+    """
+    record = getattr(model, "last_draws", None)
+    if record is not None and logits.dim() == 2:
+        ptr, preds = record
+        if ptr == logits.data_ptr() and preds.shape[1] == logits.shape[0]:
+            return (preds == y[None, :]).to(logits.dtype).mean(dim=0)
+    return (logits.argmax(dim=1) == y).to(logits.dtype)
+
+
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 
 
@@ -277,6 +313,12 @@ def input_gradient(
         out = forward(xg)
         values = attack_loss(loss, out, y) if isinstance(loss, str) else loss(out, y)
         (grad,) = torch.autograd.grad(values.sum(), xg)
+    if not bool(torch.isfinite(grad).all()):
+        raise ModelOutputError(
+            unwrapped(forward) if isinstance(forward, nn.Module) else "under attack",
+            f"gave a NaN or infinite input gradient for {int((~torch.isfinite(grad)).flatten(1).any(1).sum())} "
+            f"of {grad.shape[0]} inputs",
+        )
     if isinstance(out, torch.Tensor):
         out = out.detach()
     return grad, out, values.detach()
@@ -365,13 +407,34 @@ class Attack(ABC):
                 else:  # an expanded batch of whole copies
                     self._queries += x.shape[0] // max(self._queries.shape[0], 1)
             else:
+                idx = idx.to(self._queries.device)
                 self._queries.index_add_(0, idx, torch.ones_like(idx, dtype=self._queries.dtype))
-        return model(x)
+        out = model(x)
+        check_finite(model, out)
+        return out
 
     def _predict(self, model: nn.Module, x: torch.Tensor, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted classes of ``x`` in eval mode (the mode success is judged in), counted as queries."""
         with eval_mode(model), torch.no_grad():
             return self._logits(model, x, idx).argmax(dim=1)
+
+    def _correct(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor | None = None,
+        logits: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per sample, the fraction of draws that classify ``x`` as ``y`` in eval mode (:func:`draw_correct`).
+
+        ``logits`` taken at ``x`` in eval mode are reused (no extra query); otherwise, or when the model is
+        attacked in train mode, one counted eval-mode forward pass is made.
+        """
+        if logits is None or model.training:
+            with eval_mode(model), torch.no_grad():
+                logits = self._logits(model, x, idx)
+        return draw_correct(model, logits, y)
 
     def _add_queries(self, queries: torch.Tensor) -> None:
         """Add per-sample queries spent elsewhere (an inner attack)."""
@@ -438,6 +501,7 @@ class Attack(ABC):
             with torch.no_grad():
                 model.eval()
                 clean_logits = model(x)
+                check_finite(model, clean_logits)
                 model.train(self.model_mode == "train")
             n_classes = clean_logits.shape[-1]
             if int(y.max()) >= n_classes:
@@ -502,9 +566,13 @@ class Attack(ABC):
         extra: Mapping[str, torch.Tensor],
     ) -> AttackResult:
         norm = self.norm
-        x_adv = project(torch.nan_to_num(raw, nan=0.0), x, eps, norm)
+        if not bool(torch.isfinite(raw).all()):
+            raise ModelOutputError(model, f"led {type(self).__name__} to NaN or infinite adversarial inputs")
+        x_adv = project(raw, x, eps, norm)
         with eval_mode(model), torch.inference_mode():
-            pred = model(x_adv).argmax(dim=1)
+            logits = model(x_adv)
+            check_finite(model, logits)
+            pred = logits.argmax(dim=1)
         delta = x_adv - x
         distances = {n: lp_norm(delta, n) for n in ("l0", "l2", "linf")}
         return AttackResult(

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..validation import Interval, Options
-from .base import Attack, _expand, _rand, _randint, _randn, attack_loss, lp_norm
+from .base import Attack, _expand, _rand, _randint, _randn, attack_loss, draw_correct, lp_norm
 
 __all__ = ["BoundaryAttack", "SquareAttack"]
 
@@ -46,8 +46,11 @@ class SquareAttack(Attack):
 
         \ell(x') = Z_y(x') - \max_{j \ne y} Z_j(x')
 
-    (a sample stops once :math:`\ell < 0`). :math:`p_i` starts at ``p_init`` and is halved at the
-    authors' iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 (scaled to ``queries``).
+    (a sample stops once :math:`\ell < 0`; on a random model, attacked through
+    :class:`~neurorobust.attacks.wrappers.EOTModel`, the margin is that of the mean logits and a
+    sample stops only once every draw is fooled, a candidate fooling more draws being kept first).
+    :math:`p_i` starts at ``p_init`` and is halved at the authors' iterations 10, 50, 200, 500,
+    1000, 2000, 4000, 6000, 8000 (scaled to ``queries``).
 
     Parameters
     ----------
@@ -90,18 +93,21 @@ class SquareAttack(Attack):
         assert eps is not None
         n, c, h, w = x.shape
 
-        def margin(z: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        def margin(z: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """The margin of the (draw-averaged) logits and the fraction of draws still correct."""
             with torch.no_grad():
-                return -attack_loss("margin", self._logits(model, z, idx), y[idx])
+                logits = self._logits(model, z, idx)
+                return -attack_loss("margin", logits, y[idx]), draw_correct(model, logits, y[idx])
 
         signs = torch.where(_rand((n, c, 1, w), generator, x) < 0.5, -1.0, 1.0).to(x.dtype)
         x_adv = (x + eps * signs).clamp(0.0, 1.0)
         everyone = torch.arange(n, device=x.device)
-        loss = margin(x_adv, everyone)
+        loss, alive = margin(x_adv, everyone)
         rows_h = torch.arange(h, device=x.device)
         rows_w = torch.arange(w, device=x.device)
         for it in range(1, self.queries):
-            idx = torch.nonzero(loss > 0).squeeze(1)
+            # a sample stops once every draw is fooled (one draw for a deterministic model: margin < 0)
+            idx = torch.nonzero(alive > 0).squeeze(1)
             if idx.numel() == 0:
                 break
             na = idx.numel()
@@ -116,10 +122,11 @@ class SquareAttack(Attack):
             xa = x[idx]
             delta = torch.where(window, eps * new_sign, x_adv[idx] - xa)
             cand = (xa + delta).clamp(0.0, 1.0)
-            new_loss = margin(cand, idx)
-            better = new_loss < loss[idx]
+            new_loss, new_alive = margin(cand, idx)
+            better = (new_alive < alive[idx]) | ((new_alive == alive[idx]) & (new_loss < loss[idx]))
             x_adv[idx[better]] = cand[better]
             loss[idx[better]] = new_loss[better]
+            alive[idx[better]] = new_alive[better]
         return x_adv
 
 
@@ -158,6 +165,9 @@ class BoundaryAttack(Attack):
     init_attempts : int, default=100
     init_bisection : int, default=10
     model_mode : {'eval', 'train'}, default='eval'
+
+    A correctly classified point for which no adversarial start is found is returned unchanged and
+    marked in ``result.extra["unattacked"]``; the evaluation counts and flags such points.
 
     References
     ----------
@@ -208,7 +218,8 @@ class BoundaryAttack(Attack):
         )
 
     def _is_adv(self, model: nn.Module, z: torch.Tensor, idx: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._predict(model, z, idx) != y[idx]
+        # on a random model (an EOTModel) adversarial means: no draw classifies z correctly
+        return self._correct(model, z, y[idx], idx) == 0
 
     def _start(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
@@ -256,8 +267,11 @@ class BoundaryAttack(Attack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         n = x.shape[0]
-        correct = self._predict(model, x) == y
+        correct = self._correct(model, x, y) > 0
         x_adv, found = self._start(model, x, y, generator)
+        # a correctly classified point whose start never left its class is returned unattacked: say so,
+        # so that the evaluation counts and flags it instead of scoring it robust in silence
+        self._extra["unattacked"] = correct & ~found
         x_adv = torch.where(_expand(correct, x), x_adv, x)
         delta = torch.full((n,), self.delta, device=x.device, dtype=x.dtype)
         epsilon = torch.full((n,), self.epsilon, device=x.device, dtype=x.dtype)
@@ -304,7 +318,8 @@ class BoundaryAttack(Attack):
         factor until the check in a batch of this shape agrees.
         """
         for attempt in range(12):
-            idx = torch.nonzero(active & ~self._is_adv(model, x_adv, torch.arange(len(x)), y)).squeeze(1)
+            everyone = torch.arange(len(x), device=x.device)
+            idx = torch.nonzero(active & ~self._is_adv(model, x_adv, everyone, y)).squeeze(1)
             if idx.numel() == 0:
                 break
             scale = 1.0 + 1e-5 * 2**attempt

@@ -66,8 +66,11 @@ class IterativeGradient(Attack):
 
     with :math:`s = +1` (untargeted, ascend the loss of the true label) or :math:`s = -1`
     (ILL, descend the loss of the least-likely class) and :math:`\alpha` the step size.
-    Restarts keep, per sample, the best end point: a misclassified one if any, else the one
-    with the highest loss.
+    Every iterate is judged: per sample the attack returns the first iterate that fools the model
+    (on a random model, attacked through :class:`~neurorobust.attacks.wrappers.EOTModel`, the
+    iterate that the fewest draws classify correctly), else the last iterate. Restarts attack only
+    the samples some draw still classifies correctly and keep, per sample, the restart with the
+    lowest fraction of correct draws, ties broken by the higher loss.
     """
 
     def _config(self) -> _Config:  # pragma: no cover - overridden
@@ -92,24 +95,16 @@ class IterativeGradient(Attack):
                 target = self._logits(model, x).argmin(dim=1)
         else:
             target = y
-        best: torch.Tensor | None = None
-        best_key: torch.Tensor | None = None
-        for _ in range(cfg.restarts):
-            x_adv = self._descend(model, x, y, target, eps, step, cfg, generator)
-            if cfg.restarts == 1:
-                return x_adv
-            with torch.no_grad():
-                logits = self._logits(model, x_adv)
-            # key: fooled first, then higher loss (sign-adjusted for ILL)
-            loss = attack_loss(cfg.loss, logits, target) * (-1.0 if cfg.least_likely else 1.0)
-            key = torch.where(logits.argmax(dim=1) != y, torch.full_like(loss, float("inf")), loss)
-            if best is None or best_key is None:
-                best, best_key = x_adv, key
-            else:
-                better = key > best_key
-                best = torch.where(better[:, None, None, None], x_adv, best)
-                best_key = torch.maximum(key, best_key)
-        assert best is not None
+        best, best_frac, best_loss = self._descend(model, x, y, target, eps, step, cfg, generator, None)
+        for _ in range(cfg.restarts - 1):
+            # later restarts attack only the points that some draw still classifies correctly
+            todo = torch.nonzero(best_frac > 0).squeeze(1)
+            if todo.numel() == 0:
+                break
+            x_r, frac, loss = self._descend(model, x[todo], y[todo], target[todo], eps, step, cfg, generator, todo)
+            better = (frac < best_frac[todo]) | ((frac == best_frac[todo]) & (loss > best_loss[todo]))
+            rows = todo[better]
+            best[rows], best_frac[rows], best_loss[rows] = x_r[better], frac[better], loss[better]
         return best
 
     def _descend(
@@ -122,40 +117,59 @@ class IterativeGradient(Attack):
         step: float,
         cfg: _Config,
         generator: torch.Generator,
-    ) -> torch.Tensor:
-        norm = self.norm or "linf"
-        x_adv = project(uniform_in_ball(x, eps, norm, generator), x, eps, norm) if cfg.random_start else x.clone()
-        sign = -1.0 if cfg.least_likely else 1.0
-        out = x_adv  # finished samples are written here when early stopping
-        active: torch.Tensor | None = None  # indices still attacked (None: all)
-        xs, ys, ts = x, y, target
-        for _ in range(cfg.steps):
-            idx = active
+        rows: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One run from a (random) start; returns per sample the point kept, its draw-correct fraction and loss.
 
-            def forward(z: torch.Tensor, idx: torch.Tensor | None = idx) -> torch.Tensor:
-                return self._logits(model, z, idx)
+        The point kept is the first iterate with the lowest fraction of draws classifying it correctly
+        (:func:`~neurorobust.attacks.base.draw_correct`; for a deterministic model: the first iterate that
+        fools it), else the last iterate. ``rows`` are the samples' indices in the attacked batch (for
+        query counting); ``None`` means all of it.
+        """
+        norm = self.norm or "linf"
+        sign = -1.0 if cfg.least_likely else 1.0
+        n = x.shape[0]
+        x_adv = project(uniform_in_ball(x, eps, norm, generator), x, eps, norm) if cfg.random_start else x.clone()
+        kept = x_adv.clone()
+        kept_frac = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
+        kept_loss = torch.full((n,), -float("inf"), device=x.device, dtype=x.dtype)
+        active = torch.arange(n, device=x.device)  # samples still attacked
+        xs, ys, ts = x, y, target
+
+        def judge(z: torch.Tensor, logits: torch.Tensor | None, last: bool) -> torch.Tensor:
+            """Record ``z`` where it beats the kept point (the last iterate also wins ties); return fractions."""
+            qidx = active if rows is None else rows[active]
+            if logits is None:
+                with torch.no_grad():
+                    logits = self._logits(model, z, qidx)
+            frac = self._correct(model, z, ys, qidx, logits)
+            loss = attack_loss(cfg.loss, logits, ts) * sign
+            old = kept_frac[active]
+            win = frac < old
+            if last:  # the last iterate wins ties (higher loss), except against an earlier fooling one
+                win |= (frac == old) & (frac > 0)
+            rows_w = active[win]
+            kept[rows_w], kept_frac[rows_w], kept_loss[rows_w] = z[win], frac[win], loss[win]
+            return frac
+
+        for _ in range(cfg.steps):
+            qidx = active if rows is None else rows[active]
+
+            def forward(z: torch.Tensor, qidx: torch.Tensor = qidx) -> torch.Tensor:
+                return self._logits(model, z, qidx)
 
             grad, logits, _ = input_gradient(forward, x_adv, ts, cfg.loss)
+            frac = judge(x_adv, logits, last=False)
             if cfg.early_stop:
-                # success is judged in eval mode: reuse this step's logits when they were taken in it
-                pred = self._predict(model, x_adv, idx) if model.training else logits.argmax(dim=1)
-                done = pred != ys
-                if bool(done.any()):
-                    rows = torch.arange(x.shape[0], device=x.device) if active is None else active
-                    out = out.clone() if out is x_adv else out
-                    out[rows[done]] = x_adv[done]
-                    keep = ~done
-                    active = rows[keep]
-                    x_adv, grad = x_adv[keep], grad[keep]
+                keep = frac > 0  # a random model's point is done when every draw is fooled
+                if not bool(keep.all()):
+                    active, x_adv, grad = active[keep], x_adv[keep], grad[keep]
                     xs, ys, ts = x[active], y[active], target[active]
                     if active.numel() == 0:
-                        return out
+                        return kept, kept_frac, kept_loss
             x_adv = project(x_adv + (sign * step) * ascent_direction(grad, norm), xs, eps, norm)
-        if active is None:
-            return x_adv
-        out = out.clone() if out is x_adv else out
-        out[active] = x_adv
-        return out
+        judge(x_adv, None, last=True)
+        return kept, kept_frac, kept_loss
 
 
 _LOSS = Options(LOSSES)
@@ -217,7 +231,8 @@ class BIM(IterativeGradient):
     norm : {'linf', 'l2'}, default='linf'
     loss : {'ce', 'mse', 'margin', 'dlr'}, default='ce'
     early_stop : bool, default=False
-        Stop attacking a sample once it is misclassified (its current iterate is kept).
+        Stop attacking a sample once it is misclassified (on a random model: by every draw); the
+        fooling iterate is kept.
     model_mode : {'eval', 'train'}, default='eval'
 
     References
@@ -313,8 +328,8 @@ class PGD(IterativeGradient):
         Independent runs; per sample the best (misclassified, else highest loss) is kept.
     loss : {'ce', 'mse', 'margin', 'dlr'}, default='ce'
     early_stop : bool, default=False
-        Stop attacking a sample once it is misclassified (its current iterate is kept). Saves
-        time; never lowers success.
+        Stop attacking a sample once it is misclassified (on a random model: by every draw). Saves
+        time; never lowers success (the first fooling iterate is kept either way).
     model_mode : {'eval', 'train'}, default='eval'
 
     References

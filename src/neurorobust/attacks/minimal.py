@@ -35,6 +35,8 @@ class FGSMMin(Attack):
     does not fool the model and the first that does. ``extra["min_eps"]`` holds
     :math:`\epsilon^*`; inputs misclassified before the attack get 0 and
     ``extra["clean_misclassified"] = True``; inputs never fooled up to ``max_eps`` get ``inf``.
+    On a random model attacked through :class:`~neurorobust.attacks.wrappers.EOTModel` a point
+    counts as misclassified when most draws misclassify it (the mean over draws, not one draw).
 
     Parameters
     ----------
@@ -93,11 +95,12 @@ class FGSMMin(Attack):
     ) -> torch.Tensor:
         grad, _, _ = input_gradient(lambda z: self._logits(model, z), x, y, self.loss)
         d = grad.sign()
-        clean_wrong = self._predict(model, x) != y
+        # on a random model (an EOTModel) a point counts as fooled when most draws are fooled
+        clean_wrong = self._correct(model, x, y) < 0.5
 
         def fools(idx: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
             z = (x[idx] + _expand(e, x[idx]) * d[idx]).clamp(0.0, 1.0)
-            return self._predict(model, z, idx) != y[idx]
+            return self._correct(model, z, y[idx], idx) < 0.5
 
         n = x.shape[0]
         lo = torch.zeros(n, dtype=x.dtype, device=x.device)

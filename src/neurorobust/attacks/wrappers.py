@@ -52,16 +52,26 @@ class EOTModel(nn.Module):
     one random value per batch stays correct.
     """
 
+    wraps_model = True
+
     def __init__(self, model: nn.Module, draws: int) -> None:
         super().__init__()
         self.model = model
         self.draws = draws
+        #: (data pointer of the last output, per-draw predictions of shape (draws, N)): lets an attack
+        #: judge success on the mean over draws (:func:`~neurorobust.attacks.base.draw_correct`)
+        self.last_draws: tuple[int, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = self.model(x)
+        preds = [total.detach().argmax(dim=-1)]
         for _ in range(self.draws - 1):
-            total = total + self.model(x)
-        return total / self.draws
+            out = self.model(x)
+            preds.append(out.detach().argmax(dim=-1))
+            total = total + out
+        mean = total / self.draws
+        self.last_draws = (mean.data_ptr(), torch.stack(preds))
+        return mean
 
 
 class BPDAModel(nn.Module):
@@ -76,6 +86,8 @@ class BPDAModel(nn.Module):
     has the same arg-max, e.g. rescaled logits) the value is :math:`g(x)` as well, so that a loss on
     saturated logits does not zero the gradient before it reaches :math:`\nabla_x g`.
     """
+
+    wraps_model = True
 
     def __init__(self, model: nn.Module, surrogate: nn.Module) -> None:
         super().__init__()

@@ -36,6 +36,7 @@ parameter-free attacks. ICML. :arxiv:`2003.01690` (auto-attack's checks).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,7 @@ from torch import nn
 from ..modes import eval_mode
 
 __all__ = [
+    "MAX_THRESHOLD",
     "MIN_POINTS",
     "TOLERANCES",
     "CheckResult",
@@ -67,12 +69,20 @@ TOLERANCES = {
     "non-converging-attack": 0.05,  # points whose final loss is below their initial loss
     "transfer-failure": 0.5,  # target success below this fraction of the surrogate's success
     "randomness": 0.0,  # max |logit difference| between two identical forward passes
+    "unattacked-points": 0.01,  # points a decision-based attack left unattacked (no adversarial start)
 }
 
 
+# Check values are fractions of whole points, computed as float32 means (1/10 is 0.100000001 in float32) or as
+# differences of two of them; 1e-6 absorbs that rounding and stays far below one point of any n <= 100,000.
+_ROUNDING = 1e-6
+
 #: Checks that compare counts of points: their threshold is at least MIN_POINTS / n, so that one or
-#: two borderline points of a small probe set cannot raise them (statistical noise, not masking).
+#: two borderline points cannot raise them (statistical noise, not masking). A threshold never grows past
+#: MAX_THRESHOLD because the points are few (DESIGN §10): with fewer than MIN_POINTS / MAX_THRESHOLD = 100
+#: points such a check is "not judged (too few points)", and the verdict says so.
 MIN_POINTS = 2
+MAX_THRESHOLD = 0.02
 _COUNT_BASED = {
     "single-vs-iterative",
     "monotone-in-eps",
@@ -80,23 +90,29 @@ _COUNT_BASED = {
     "black-box-vs-white-box",
     "silent-success",
     "non-converging-attack",
+    "unattacked-points",
 }
 
 
-def effective_threshold(name: str, n: int) -> float:
-    """The threshold of check ``name`` on ``n`` points: ``TOLERANCES[name]``, raised to ``MIN_POINTS / n``
-    for the count-based checks and to ``1 / n`` (one surviving point) for ``unbounded-attack``."""
+def effective_threshold(name: str, n: int) -> float | None:
+    """The threshold of check ``name`` on ``n`` points, or ``None`` when ``n`` is too small to judge it.
+
+    ``TOLERANCES[name]``, raised to ``MIN_POINTS / n`` for the count-based checks; ``None`` where that
+    would exceed both ``MAX_THRESHOLD`` and the tolerance itself (fewer than 100 points for a 1% or 2%
+    tolerance, fewer than 40 for ``non-converging-attack``'s 5%). ``unbounded-attack`` allows one surviving
+    point, ``max(1 / n, tolerance)``, but never more than ``MAX_THRESHOLD``: on fewer than 50 points no
+    point may survive.
+    """
     tol = TOLERANCES[name]
+    n = max(n, 1)
     if name in _COUNT_BASED:
-        return max(tol, MIN_POINTS / max(n, 1))
+        # the threshold may be raised for few points up to MAX_THRESHOLD (a tolerance above it stays as it is)
+        if MIN_POINTS / n > max(tol, MAX_THRESHOLD) + _ROUNDING:
+            return None
+        return max(tol, MIN_POINTS / n)
     if name == "unbounded-attack":
-        return max(tol, 1 / max(n, 1))
+        return min(max(tol, 1 / n), MAX_THRESHOLD)
     return tol
-
-
-# Check values are fractions of whole points, computed as float32 means (1/10 is 0.100000001 in float32) or as
-# differences of two of them; 1e-6 absorbs that rounding and stays far below one point of any n <= 100,000.
-_ROUNDING = 1e-6
 
 
 def within_threshold(value: float, threshold: float | None) -> bool:
@@ -106,30 +122,51 @@ def within_threshold(value: float, threshold: float | None) -> bool:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One check: ``passed`` is ``True``/``False``, or ``None`` when the check does not apply."""
+    """One check: ``passed`` is ``True``/``False``, or ``None`` when the check does not apply or could not be
+    judged (``too_few_points``); ``advice`` says why."""
 
     name: str
     passed: bool | None
     value: float | None
     threshold: float | None
     advice: str = ""
+    too_few_points: bool = False
 
     @property
     def failed(self) -> bool:
         return self.passed is False
 
+    @property
+    def not_judged(self) -> bool:
+        """The check applies but had too few points to be judged."""
+        return self.too_few_points
+
     @classmethod
     def judge(cls, name: str, value: float | None, n: int, advice: str) -> CheckResult:
-        """Check ``name`` on ``n`` points: passed when ``value`` is within its :func:`effective_threshold`
-        (``None`` when there is no value)."""
+        """Check ``name`` on ``n`` points: passed when ``value`` is within its :func:`effective_threshold`;
+        ``None`` when there is no value, and not judged when ``n`` is too small for the threshold."""
         threshold = effective_threshold(name, n)
+        if value is not None and threshold is None:
+            needed = math.ceil(MIN_POINTS / MAX_THRESHOLD)
+            return cls(
+                name,
+                None,
+                value,
+                None,
+                f"not judged: too few points ({n}; the check needs at least {needed} for a threshold of at most "
+                f"{100 * MAX_THRESHOLD:g}%). Raise evaluate.check_n (or n).",
+                too_few_points=True,
+            )
         return cls(name, None if value is None else within_threshold(value, threshold), value, threshold, advice)
 
 
 def verdict(checks: list[CheckResult]) -> str:
-    """``no masking found`` or ``masking suspected: <failed checks>``."""
+    """``no masking found`` or ``masking suspected: <failed checks>``, followed by the checks that could not
+    be judged (``; not judged (too few points): <checks>``)."""
     failed = [c.name for c in checks if c.failed]
-    return "masking suspected: " + ", ".join(failed) if failed else "no masking found"
+    text = "masking suspected: " + ", ".join(failed) if failed else "no masking found"
+    unjudged = [c.name for c in checks if c.not_judged]
+    return text + ("; not judged (too few points): " + ", ".join(unjudged) if unjudged else "")
 
 
 @torch.no_grad()
