@@ -431,7 +431,7 @@ def test_eot_wrapper_counts_draws_and_auto_wrap_reads_declarations() -> None:
     attack = auto_wrap(PGD(steps=3), model, draws=5)
     assert isinstance(attack, EOT) and attack.draws == 5
     res = attack(model, x, y, eps=0.1)
-    assert int(res.queries[0]) == (3 + 1) * 5  # 3 gradient steps and the final iterate judged, 5 draws each
+    assert int(res.queries[0]) == (3 + 1) * 5  # 3 gradient steps and the final iterate judged on the draws, 5 each
     assert auto_wrap(PGD(), tiny_cnn()).__class__ is PGD
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 
 import pytest
 import torch
@@ -104,7 +105,7 @@ class NaNLogits(nn.Module):
 
 def test_a_model_with_nan_logits_is_refused_not_scored() -> None:
     # before: argmax of NaN logits is class 0, so a NaN model scored ~10% robust
-    with pytest.raises(ModelOutputError, match="NaNLogits .*NaN"):
+    with pytest.raises(ModelOutputError, match=r"NaNLogits .*NaN"):
         neurorobust.evaluate(
             NaNLogits(), "mnist", suite="quick", n=20, eps=[0.1], check_n=20, noise_sigmas=[], blur_sigmas=[]
         )
@@ -211,3 +212,40 @@ def test_per_attack_rows_never_count_a_clean_error_as_robust() -> None:
     rows = _rows_for(run, base, PGD(), False, 1, torch.tensor([1.0, 0.0]))
     (acc,) = [r for r in rows if r.metric == "accuracy"]
     assert acc.value == 0.5
+
+
+def test_eval_mode_keeps_the_dropout_a_model_declares_as_its_randomness() -> None:
+    from neurorobust.evaluation.checklist import detect_randomness
+    from neurorobust.modes import eval_mode
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Dropout(0.5), nn.Linear(32, 3), nn.Dropout(0.5))
+    net.eval()
+    net[2].train()  # MC dropout on the hidden layer only: the user's test-time randomness
+    x = torch.rand(8, 1, 4, 4)
+    plain = copy.deepcopy(net)
+    assert detect_randomness(plain, x) == 0.0  # undeclared: eval mode means eval mode
+    declared = neurorobust.declare(net, stochastic=True)
+    assert detect_randomness(declared, x) > 0  # before: eval_mode switched the declared randomness off
+    with eval_mode(declared):
+        assert declared[2].training and not declared[4].training
+    assert declared[2].training and not declared[1].training  # modes restored
+
+
+def test_the_full_suite_is_autoattacks_ensemble_plus_ours_run_as_a_cascade() -> None:
+    settings = {**SMALL, "n": 60, "check_n": 10, "eps": [0.15], "eot_draws": 1}
+    result = neurorobust.evaluate(copy.deepcopy(_mlp()), "mnist", suite="full", **settings)
+    acc = {r.attack: r for r in result.rows if r.metric == "accuracy" and r.eps == 0.15}
+    assert {"fgsm", "apgd-ce", "apgd-t", "fab-t", "apgd-dlr", "pgd-100x5", "square"} <= set(acc)
+    # later attacks attack only what is still robust (and the 10 probe points), and say so
+    attacked = {
+        k: int(r.params["cascade"].split("; ")[1].split(" of ")[0]) for k, r in acc.items() if "cascade" in r.params
+    }
+    assert attacked and all(10 <= a < 60 for a in attacked.values()), attacked
+    # a cascaded attack's row is the accuracy after it and the ones before it: it never rises along the cascade
+    order = ["fgsm", "apgd-ce", "apgd-t", "fab-t", "apgd-dlr", "pgd-100x5", "square"]
+    values = [acc[k].value for k in order]
+    assert all(b <= a + 1e-9 for a, b in itertools.pairwise(values)), values
+    assert result.worst_case[0.15] <= values[-1] + 1e-9
+    plain = neurorobust.evaluate(copy.deepcopy(_mlp()), "mnist", suite="full", cascade=False, **settings)
+    assert not any("cascade" in r.params for r in plain.rows if r.metric == "accuracy")

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
-__all__ = ["eval_mode", "restore_modes", "save_modes"]
+__all__ = ["eval_mode", "restore_modes", "save_modes", "set_eval"]
 
 
 def save_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
@@ -26,11 +26,29 @@ def restore_modes(saved: list[tuple[nn.Module, bool]]) -> None:
         module.training = training
 
 
+def set_eval(model: nn.Module) -> None:
+    """Put ``model`` in eval mode, except the dropout layers of a model that declares ``is_stochastic``.
+
+    A user who declares a model random (``neurorobust.declare(model, stochastic=True)``) with its dropout
+    layers in train mode (MC dropout) makes that randomness part of the defence: switching it off would
+    evaluate another, deterministic model.
+    """
+    keep = (
+        [m for m in model.modules() if m.training and isinstance(m, nn.modules.dropout._DropoutNd)]
+        if getattr(model, "is_stochastic", False)
+        else []
+    )
+    model.eval()
+    for module in keep:
+        module.training = True
+
+
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``with eval_mode(model):`` runs the block in eval mode and restores each module's own mode."""
+    """``with eval_mode(model):`` runs the block in eval mode (:func:`set_eval`) and restores each module's
+    own mode."""
     saved = save_modes(model)
-    model.eval()
+    set_eval(model)
     try:
         yield model
     finally:

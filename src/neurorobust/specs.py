@@ -397,7 +397,7 @@ _SUITE_LABELS = {
     "none": set(),
     "quick": {"fgsm", "pgd"},
     "seed-paper": set(),
-    "full": {"fgsm", "pgd-100x5", "apgd-ce", "apgd-dlr", "square", "transfer"},
+    "full": {"fgsm", "pgd-100x5", "apgd-ce", "apgd-t", "fab-t", "apgd-dlr", "square", "boundary", "transfer"},
 }
 
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidParameterError, ModelOutputError
-from ..modes import eval_mode, restore_modes, save_modes
+from ..modes import eval_mode, restore_modes, save_modes, set_eval
 from ..validation import Constraint, Options, validate_params
 
 __all__ = [
@@ -499,10 +499,13 @@ class Attack(ABC):
         y = y.detach()
         with _Frozen(model, self.model_mode):
             with torch.no_grad():
-                model.eval()
+                set_eval(model)
                 clean_logits = model(x)
                 check_finite(model, clean_logits)
-                model.train(self.model_mode == "train")
+                if self.model_mode == "train":
+                    model.train(True)
+                else:
+                    set_eval(model)
             n_classes = clean_logits.shape[-1]
             if int(y.max()) >= n_classes:
                 raise InvalidParameterError(
@@ -667,7 +670,10 @@ class _Frozen:
         self.buffers = [(b, b.detach().clone()) for b in m.buffers()] if self.mode == "train" else []
         for p in params:
             p.requires_grad_(False)
-        m.train(self.mode == "train")
+        if self.mode == "train":
+            m.train(True)
+        else:
+            set_eval(m)
 
     def __exit__(self, *exc: object) -> None:
         for p, flag in self.flags:

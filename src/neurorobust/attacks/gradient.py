@@ -168,7 +168,13 @@ class IterativeGradient(Attack):
                     if active.numel() == 0:
                         return kept, kept_frac, kept_loss
             x_adv = project(x_adv + (sign * step) * ascent_direction(grad, norm), xs, eps, norm)
-        judge(x_adv, None, last=True)
+        if cfg.restarts > 1 or hasattr(model, "last_draws"):
+            judge(x_adv, None, last=True)  # restarts compare runs, and a random model's draws may still improve
+        else:
+            # one deterministic run needs no extra forward pass: the last iterate replaces the kept one unless
+            # an earlier iterate already fooled the model (ties between fooling iterates keep the first)
+            last = active[kept_frac[active] > 0]
+            kept[last] = x_adv[kept_frac[active] > 0]
         return kept, kept_frac, kept_loss
 
 

@@ -36,7 +36,7 @@ from .checklist import (
     zero_gradient_fraction,
 )
 from .checklist import TOLERANCES as TOL
-from .metrics import median_finite, median_min_eps, perturbation_score, wilson_interval
+from .metrics import median_finite, median_min_eps, perturbation_score, robust_accuracy, wilson_interval
 
 __all__ = ["AttackRun", "SuiteOutcome", "plan_suite", "point_correct", "run_attack_suite"]
 
@@ -58,6 +58,7 @@ class AttackRun:
     adaptive: bool = True  # False: run without the EOT/BPDA the model's declarations call for
     norm: str | None = None  # the attack's threat model, where it has one ("linf", "l2")
     attacked: int | None = None  # points actually attacked (fewer than len(idx) in a cascade)
+    cumulative: torch.Tensor | None = None  # in a cascade: per point, accuracy after this attack and those before
 
 
 @dataclass
@@ -151,9 +152,7 @@ def plan_suite(
             plan.append(_Planned(label, attack, spec.eps, n_of(label), cascade=cascade))
         if norm == "linf":
             square = ATTACKS.create("square", queries=5000)
-            plan.append(
-                _Planned("square", square, spec.eps, n_of("square", cap=200), white_box=False, cascade=cascade)
-            )
+            plan.append(_Planned("square", square, spec.eps, n_of("square", cap=200), white_box=False, cascade=cascade))
         else:  # Square is L-inf only: the decision-based Boundary attack is the L2 suite's gradient-free attack
             boundary = ATTACKS.create("boundary", steps=1000)
             plan.append(
@@ -304,6 +303,8 @@ def run_attack_suite(
                 prev = reached.get(eps, clean).clone()
                 prev[idx] = torch.minimum(prev[idx], torch.minimum(correct, clean[idx]))
                 reached[eps] = prev
+                if item.cascade:
+                    run.cumulative = prev[idx]
             rows += _rows_for(run, base, item.attack, stochastic, x[0].numel(), clean[idx])
         emit(rows)
         tick(item.label)
@@ -400,50 +401,82 @@ def _run_cascaded(
             (e, r, _adv_correct(model, r, y[idx], stochastic, draws, spec.batch_size), seconds / len(results), len(idx))
             for e, r in zip(eps_list, results, strict=True)
         ]
+    todo_of = {e: (reached.get(e, clean)[idx] > 0) | probe_mask[idx] for e in item.eps}
+    if not attack.bounded:
+        # a minimal attack runs once (on every point some eps still needs) and is projected onto each ball
+        union = torch.stack(list(todo_of.values())).any(0)
+        start = time.perf_counter()
+        sub = idx[union]
+        found = (
+            attack(model, x[sub], y[sub], eps=list(item.eps), generator=torch.Generator().manual_seed(seed))
+            if len(sub)
+            else [None] * len(item.eps)
+        )
+        seconds = (time.perf_counter() - start) / len(item.eps)
+        spread = [
+            _cascade_result(model, x, y, idx, union, r, e, todo_of[e], reached, clean, stochastic, draws, spec)
+            for e, r in zip(item.eps, found, strict=True)
+        ]
+        return [(*one, seconds, int(union.sum())) for one in spread]
     done = []
     for e in item.eps:
-        so_far = reached.get(e, clean)[idx]
-        todo = (so_far > 0) | probe_mask[idx]
-        correct = so_far.clone()
+        todo = todo_of[e]
         sub = idx[todo]
         start = time.perf_counter()
-        if len(sub):
-            r = attack(model, x[sub], y[sub], eps=e, generator=torch.Generator().manual_seed(seed))
-            correct[todo] = _adv_correct(model, r, y[sub], stochastic, draws, spec.batch_size)
-            # a result over idx: the cascade's points keep the clean input (counted by their earlier attacks)
-            x_adv = x[idx].clone()
-            x_adv[todo] = r.x_adv
-            full = {k: torch.zeros(len(idx), dtype=v.dtype) for k, v in r.distances.items()}
-            for k, v in r.distances.items():
-                full[k][todo] = v
-            success = torch.ones(len(idx), dtype=torch.bool)
-            success[todo] = r.success
-            queries = torch.zeros(len(idx), dtype=torch.int64)
-            queries[todo] = r.queries.cpu()
-            extra = {}
-            for k, v in r.extra.items():
-                if v.shape[:1] == (len(sub),):
-                    whole = torch.zeros((len(idx), *v.shape[1:]), dtype=v.dtype)
-                    whole[todo] = v.cpu()
-                    extra[k] = whole
-            cc = r.clean_correct
-            clean_correct = None
-            if cc is not None:
-                clean_correct = clean[idx] > 0.5
-                clean_correct[todo] = cc.cpu()
-            res = AttackResult(x_adv, success, full, queries, e, r.norm, clean_correct, extra)
-        else:
-            res = AttackResult(
-                x[idx].clone(),
-                torch.ones(len(idx), dtype=torch.bool),
-                {k: torch.zeros(len(idx)) for k in ("l0", "l2", "linf")},
-                torch.zeros(len(idx), dtype=torch.int64),
-                e,
-                attack.norm,
-                clean[idx] > 0.5,
-            )
-        done.append((e, res, correct, time.perf_counter() - start, int(todo.sum())))
+        r = attack(model, x[sub], y[sub], eps=e, generator=torch.Generator().manual_seed(seed)) if len(sub) else None
+        res_correct = _cascade_result(model, x, y, idx, todo, r, e, todo, reached, clean, stochastic, draws, spec)
+        done.append((*res_correct, time.perf_counter() - start, int(todo.sum())))
     return done
+
+
+def _cascade_result(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    idx: torch.Tensor,
+    attacked: torch.Tensor,
+    r: AttackResult | None,
+    eps: float,
+    needed: torch.Tensor,
+    reached: dict[float, torch.Tensor],
+    clean: torch.Tensor,
+    stochastic: bool,
+    draws: int,
+    spec: EvalSpec,
+) -> tuple[float, AttackResult, torch.Tensor]:
+    """An attack's result on the ``attacked`` points of ``idx`` spread over all of ``idx``: (eps, result, accuracy).
+
+    Points the cascade did not need at this eps keep the accuracy already reached there (and, in the result,
+    the clean input and ``success``: they were fooled before); the others get the attack's own accuracy.
+    """
+    n = len(idx)
+    correct = reached.get(eps, clean)[idx].clone()
+    x_adv = x[idx].clone()
+    distances = {k: torch.zeros(n) for k in ("l0", "l2", "linf")}
+    success = torch.ones(n, dtype=torch.bool)
+    queries = torch.zeros(n, dtype=torch.int64)
+    clean_correct = clean[idx] > 0.5
+    extra: dict[str, torch.Tensor] = {}
+    norm = None
+    if r is not None:
+        own = _adv_correct(model, r, y[idx[attacked]], stochastic, draws, spec.batch_size)
+        keep = needed[attacked]  # of the attacked points, those this eps still needed
+        rows = torch.nonzero(attacked).squeeze(1)
+        correct[rows[keep]] = own[keep]
+        x_adv[attacked] = r.x_adv.to(x_adv.device)
+        for k, v in r.distances.items():
+            distances[k][attacked] = v.cpu().to(distances[k].dtype)
+        success[attacked] = r.success.cpu()
+        queries[attacked] = r.queries.cpu()
+        if r.clean_correct is not None:
+            clean_correct[attacked] = r.clean_correct.cpu()
+        for k, v in r.extra.items():
+            if v.shape[:1] == (int(attacked.sum()),):
+                whole = torch.zeros((n, *v.shape[1:]), dtype=v.dtype)
+                whole[attacked] = v.cpu()
+                extra[k] = whole
+        norm = r.norm
+    return eps, AttackResult(x_adv, success, distances, queries, eps, norm, clean_correct, extra), correct
 
 
 def _acc_row(
@@ -488,18 +521,21 @@ def _rows_for(
         params["unattacked"] = unattacked  # no adversarial start found: left as they were, not robust by merit
     rows = []
     # a point misclassified before the attack is never robust, whatever the attack returned
-    correct = torch.minimum(run.correct, clean_correct)
+    # (in a cascade the row is the accuracy after this attack and the ones before it)
+    correct = torch.minimum(run.cumulative if run.cumulative is not None else run.correct, clean_correct)
     if run.eps is not None:
         rows.append(_acc_row(base, run.label, run.eps, float(correct.mean()), n, params, seconds=run.seconds))
         if stochastic:
-            single = float((~r.success & (clean_correct > 0.5)).float().mean())
+            single = robust_accuracy(clean_correct > 0.5, r.success)
             rows.append(_acc_row(base, run.label, run.eps, single, n, params, metric="accuracy_single_draw"))
     cc = clean_correct > 0.5
     # on a random model: fooled = misclassified by most draws, and the success rate is the mean over draws
     fooled = (correct < 0.5) if stochastic else r.success
     succ = fooled & cc
-    rate = float((1 - correct)[cc].sum()) / max(int(cc.sum()), 1) if stochastic else float(succ.sum()) / max(
-        int(cc.sum()), 1
+    rate = (
+        float((1 - correct)[cc].sum()) / max(int(cc.sum()), 1)
+        if stochastic
+        else float(succ.sum()) / max(int(cc.sum()), 1)
     )
     rows.append(
         ResultRow(
@@ -509,7 +545,12 @@ def _rows_for(
     if "unattacked" in r.extra:
         rows.append(
             ResultRow(
-                **base, attack=run.label, metric="unattacked_points", value=float(unattacked), n=n, eps=run.eps,
+                **base,
+                attack=run.label,
+                metric="unattacked_points",
+                value=float(unattacked),
+                n=n,
+                eps=run.eps,
                 params=params,
             )
         )
