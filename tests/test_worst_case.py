@@ -249,3 +249,25 @@ def test_the_full_suite_is_autoattacks_ensemble_plus_ours_run_as_a_cascade() -> 
     assert result.worst_case[0.15] <= values[-1] + 1e-9
     plain = neurorobust.evaluate(copy.deepcopy(_mlp()), "mnist", suite="full", cascade=False, **settings)
     assert not any("cascade" in r.params for r in plain.rows if r.metric == "accuracy")
+
+
+def test_the_leaderboard_never_ranks_a_paper_protocol_worst_case(tmp_path) -> None:
+    from neurorobust.report.leaderboard import leaderboard_rows
+    from neurorobust.store import ResultsStore
+
+    model = GaussianLogits(copy.deepcopy(_mlp()))
+    entry = {"name": "fgsm", "label": "fgsm-1draw", "adaptive": False}
+    neurorobust.evaluate(
+        model,
+        "mnist",
+        suite="seed-paper",
+        eps=[0.1],
+        attacks=[entry],
+        checklist=False,  # the checklist's probes use EOT: with them the worst case would be adaptive
+        store=tmp_path / "r.db",
+        experiment="e",
+        **SMALL,
+    )
+    with ResultsStore(tmp_path / "r.db") as store:
+        (row,) = leaderboard_rows(store)
+    assert row["worst-case (%)"] is None and "paper's protocol only" in row["verdict"]

@@ -133,7 +133,15 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
         body = []
         for r in verdicts:
             worst = [w for w in rows if w["attack"] == "worst-case" and w["model"] == r["model"]]
-            curve = ", ".join(f"{w['eps']:g}: {_pct(w['value'])}" for w in sorted(worst, key=lambda w: w["eps"]))
+            paper = [w for w in rows if w["attack"] == "worst-case-paper-protocol" and w["model"] == r["model"]]
+            curve = ", ".join(
+                [f"{w['eps']:g}: {_pct(w['value'])}" for w in sorted(worst, key=lambda w: w["eps"])]
+                # eps attacked only without the EOT/BPDA the model calls for: the paper's protocol, not a worst case
+                + [
+                    f"{w['eps']:g}: {_pct(w['value'])} (paper's protocol only)"
+                    for w in sorted(paper, key=lambda w: w["eps"])
+                ]
+            )
             body.append(
                 [
                     r["model"],
@@ -158,7 +166,9 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
             [
                 c["model"],
                 c["name"],
-                "n/a" if c["passed"] is None else ("pass" if c["passed"] else "FAIL"),
+                ("not judged" if (c["advice"] or "").startswith("not judged") else "n/a")
+                if c["passed"] is None
+                else ("pass" if c["passed"] else "FAIL"),
                 "—" if c["value"] is None else f"{c['value']:.4g}",
                 "—" if c["threshold"] is None else f"{c['threshold']:.4g}",
                 c["advice"] or "",

@@ -111,6 +111,9 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
             if eps_ref is not None and r["eps"] is not None and math.isclose(r["eps"], eps_ref)
         ]
         verdicts = sorted({r["params"].get("verdict", "") for r in latest if r["attack"] == "checklist"})
+        if not worst and any(r["attack"] == "worst-case-paper-protocol" for r in latest):
+            # a random model attacked only without EOT/BPDA: its single-draw numbers are never ranked as a worst case
+            verdicts.append("no adaptive attack: paper's protocol only, not ranked")
         seeds = sorted({r["seed"] for r in latest if r["seed"] is not None})
         c_mean, c_sd = _mean_sd(clean) if clean else (float("nan"), float("nan"))
         w_mean = _mean_sd(at_eps)[0] if at_eps else None
