@@ -186,13 +186,21 @@ def test_worst_case_is_per_point_over_covered_points_only():
     clean = torch.tensor([1.0, 1.0, 0.0, 1.0])
     full = AttackRun("pgd", "pgd", 0.1, torch.arange(4), torch.tensor([1.0, 0.0, 0.0, 1.0]), None, 0.0)
     probe = AttackRun("check:pgd", "pgd", 0.1, torch.tensor([0, 3]), torch.tensor([0.0, 1.0]), None, 0.0)
-    acc, n, adaptive = _worst_case([full, probe], clean, [0.1, 0.2])
-    assert acc == {0.1: 0.25} and n == {0.1: 4}  # point 0 fooled by the probe only; 0.2 not attacked
-    assert adaptive == {0.1: True}
+    acc, n, paper = _worst_case([full, probe], clean, [0.1, 0.2])
+    assert acc == {0.1: 0.25} and n == {0.1: 4} and paper == {}  # point 0 fooled by the probe only; 0.2 not attacked
     partial = AttackRun("jsma", "jsma", 0.1, torch.tensor([1, 3]), torch.tensor([0.5, 1.0]), None, 0.0, adaptive=False)
-    acc, n, adaptive = _worst_case([partial], clean, [0.1])
+    acc, n, paper = _worst_case([partial], clean, [0.1])
     assert acc == {0.1: 0.75} and n == {0.1: 2}  # unattacked points are not counted at their clean accuracy
-    assert adaptive == {0.1: False}  # a worst case of non-adaptive runs only: the paper's protocol
+    # a model that needs EOT/BPDA: only points some adaptive run attacked make its worst case; the rest is the
+    # paper's protocol (a probe on two points does not turn a single-draw run on four into a worst case)
+    single = AttackRun(
+        "fgsm-1draw", "fgsm", 0.1, torch.arange(4), torch.tensor([1.0, 1.0, 0.0, 0.0]), None, 0.0, adaptive=False
+    )
+    eot_probe = AttackRun("check:pgd", "pgd", 0.1, torch.tensor([0, 1]), torch.tensor([0.0, 1.0]), None, 0.0)
+    acc, n, paper = _worst_case([single, eot_probe], clean, [0.1], require_adaptive=True)
+    assert acc == {0.1: 0.5} and n == {0.1: 2} and paper == {0.1: (0.25, 4)}
+    acc, n, paper = _worst_case([single], clean, [0.1], require_adaptive=True)
+    assert acc == {} and paper == {0.1: (0.5, 4)}
 
 
 def test_worst_case_compares_runs_of_the_suites_norm_only():

@@ -237,11 +237,11 @@ def test_the_full_suite_is_autoattacks_ensemble_plus_ours_run_as_a_cascade() -> 
     result = neurorobust.evaluate(copy.deepcopy(_mlp()), "mnist", suite="full", **settings)
     acc = {r.attack: r for r in result.rows if r.metric == "accuracy" and r.eps == 0.15}
     assert {"fgsm", "apgd-ce", "apgd-t", "fab-t", "apgd-dlr", "pgd-100x5", "square"} <= set(acc)
-    # later attacks attack only what is still robust (and the 10 probe points), and say so
+    # later attacks attack only what is still robust, and say so
     attacked = {
         k: int(r.params["cascade"].split("; ")[1].split(" of ")[0]) for k, r in acc.items() if "cascade" in r.params
     }
-    assert attacked and all(10 <= a < 60 for a in attacked.values()), attacked
+    assert attacked and all(a < 60 for a in attacked.values()), attacked
     # a cascaded attack's row is the accuracy after it and the ones before it: it never rises along the cascade
     order = ["fgsm", "apgd-ce", "apgd-t", "fab-t", "apgd-dlr", "pgd-100x5", "square"]
     values = [acc[k].value for k in order]

@@ -33,11 +33,10 @@ def set_eval(model: nn.Module) -> None:
     layers in train mode (MC dropout) makes that randomness part of the defence: switching it off would
     evaluate another, deterministic model.
     """
-    keep = (
-        [m for m in model.modules() if m.training and isinstance(m, nn.modules.dropout._DropoutNd)]
-        if getattr(model, "is_stochastic", False)
-        else []
-    )
+    modules = list(model.modules())
+    # the declaration may sit on a wrapped model (an attack's EOT/BPDA wrapper around the user's model)
+    declared = any(getattr(m, "is_stochastic", False) is True for m in modules)
+    keep = [m for m in modules if m.training and isinstance(m, nn.modules.dropout._DropoutNd)] if declared else []
     model.eval()
     for module in keep:
         module.training = True

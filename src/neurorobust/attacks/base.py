@@ -49,10 +49,12 @@ __all__ = [
     "attack_loss",
     "check_finite",
     "draw_correct",
+    "draw_predictions",
     "input_gradient",
     "lp_norm",
     "project",
     "require_classes",
+    "single_draw_random",
     "uniform_in_ball",
 ]
 
@@ -258,6 +260,23 @@ def check_finite(model: Any, logits: Any, what: str = "returned NaN or infinite 
         raise ModelOutputError(unwrapped(model), f"{what} for {bad} of {logits.shape[0]} inputs")
 
 
+def draw_predictions(model: Any, logits: torch.Tensor) -> torch.Tensor:
+    """The predicted class of every draw behind ``logits``, shape (draws, N): an
+    :class:`~neurorobust.attacks.wrappers.EOTModel`'s per-draw predictions, else ``argmax(logits)`` as one draw."""
+    record = getattr(model, "last_draws", None)
+    if record is not None and logits.dim() == 2:
+        ptr, preds = record
+        if ptr == logits.data_ptr() and preds.shape[1] == logits.shape[0]:
+            return preds
+    return logits.argmax(dim=1)[None, :]
+
+
+def single_draw_random(model: Any) -> bool:
+    """True for a model that declares itself random but is attacked on one draw (no EOT wrapper): there
+    "fooled" is a coin flip, so an attack must not keep an earlier iterate for it."""
+    return not hasattr(model, "last_draws") and bool(getattr(unwrapped(model), "is_stochastic", False))
+
+
 def draw_correct(model: Any, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     r"""Per sample, the fraction of the model's random draws that predict ``y``, as a float in [0, 1].
 
@@ -266,12 +285,7 @@ def draw_correct(model: Any, logits: torch.Tensor, y: torch.Tensor) -> torch.Ten
     (DESIGN §10: on a random model every decision of an attack is taken on the mean over draws);
     for any other model (one draw) it is ``argmax(logits) == y``. A sample is fooled when this is 0.
     """
-    record = getattr(model, "last_draws", None)
-    if record is not None and logits.dim() == 2:
-        ptr, preds = record
-        if ptr == logits.data_ptr() and preds.shape[1] == logits.shape[0]:
-            return (preds == y[None, :]).to(logits.dtype).mean(dim=0)
-    return (logits.argmax(dim=1) == y).to(logits.dtype)
+    return (draw_predictions(model, logits) == y[None, :]).to(logits.dtype).mean(dim=0)
 
 
 LossFn = Callable[[Any, torch.Tensor], torch.Tensor]

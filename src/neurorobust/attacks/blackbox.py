@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..modes import eval_mode
 from ..validation import Interval, Options
-from .base import Attack, _expand, _rand, _randint, _randn, attack_loss, draw_correct, lp_norm
+from .base import Attack, _expand, _rand, _randint, _randn, attack_loss, draw_correct, draw_predictions, lp_norm
 
 __all__ = ["BoundaryAttack", "SquareAttack"]
 
@@ -228,9 +229,12 @@ class BoundaryAttack(Attack):
         start = x.clone()
         found = torch.zeros(n, dtype=torch.bool, device=x.device)
         if self.init == "other-class":
-            pred = self._predict(model, x)
+            with eval_mode(model), torch.no_grad():
+                preds = draw_predictions(model, self._logits(model, x))  # (draws, n): one row for a deterministic model
             perm = torch.argsort(_rand((n, n), generator, x), dim=1)  # random order of partners
-            ok = (pred[perm] != y[:, None]) & (perm != torch.arange(n, device=x.device)[:, None])
+            # a partner is a start for sample i when no draw classifies it as y_i
+            never_y = (preds[:, perm] != y[None, :, None]).all(dim=0)
+            ok = never_y & (perm != torch.arange(n, device=x.device)[:, None])
             has = ok.any(dim=1)
             partner = perm.gather(1, ok.to(torch.int8).argmax(dim=1, keepdim=True)).squeeze(1)
             start[has] = x[partner[has]]

@@ -22,6 +22,7 @@ from .base import (
     input_gradient,
     project,
     require_classes,
+    single_draw_random,
     uniform_in_ball,
 )
 
@@ -168,7 +169,12 @@ class IterativeGradient(Attack):
                     if active.numel() == 0:
                         return kept, kept_frac, kept_loss
             x_adv = project(x_adv + (sign * step) * ascent_direction(grad, norm), xs, eps, norm)
-        if cfg.restarts > 1 or hasattr(model, "last_draws"):
+        if single_draw_random(model):
+            # one draw of a random model says little: keep the last iterate (the loss-ascent end point)
+            kept[active] = x_adv
+            kept_frac[active] = float("inf")
+            judge(x_adv, None, last=True)
+        elif cfg.restarts > 1 or hasattr(model, "last_draws"):
             judge(x_adv, None, last=True)  # restarts compare runs, and a random model's draws may still improve
         else:
             # one deterministic run needs no extra forward pass: the last iterate replaces the kept one unless

@@ -147,14 +147,14 @@ class CheckResult:
         ``None`` when there is no value, and not judged when ``n`` is too small for the threshold."""
         threshold = effective_threshold(name, n)
         if value is not None and threshold is None:
-            needed = math.ceil(MIN_POINTS / MAX_THRESHOLD)
+            needed = math.ceil(MIN_POINTS / max(TOLERANCES[name], MAX_THRESHOLD) - _ROUNDING)
             return cls(
                 name,
                 None,
                 value,
                 None,
-                f"not judged: too few points ({n}; the check needs at least {needed} for a threshold of at most "
-                f"{100 * MAX_THRESHOLD:g}%). Raise evaluate.check_n (or n).",
+                f"not judged: too few points ({n}; the check needs at least {needed} so that its threshold stays "
+                f"at {100 * max(TOLERANCES[name], MAX_THRESHOLD):g}%). Raise evaluate.check_n (or n).",
                 too_few_points=True,
             )
         return cls(name, None if value is None else within_threshold(value, threshold), value, threshold, advice)
