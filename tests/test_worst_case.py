@@ -271,3 +271,34 @@ def test_the_leaderboard_never_ranks_a_paper_protocol_worst_case(tmp_path) -> No
     with ResultsStore(tmp_path / "r.db") as store:
         (row,) = leaderboard_rows(store)
     assert row["worst-case (%)"] is None and "paper's protocol only" in row["verdict"]
+
+
+def test_a_minimal_attacks_adversarials_count_in_the_worst_case() -> None:
+    # DeepFool runs unbounded (its median L2 is the sleep paper's score); projected onto each L2 ball of the grid
+    # its points join the worst case (before, runs without an eps were left out of it)
+    result = neurorobust.evaluate(
+        copy.deepcopy(_mlp()),
+        "mnist",
+        suite="seed-paper",
+        norm="l2",
+        eps=[1.0, 2.0],
+        attacks=[{"name": "deepfool", "params": {"steps": 20}}],
+        checklist=False,
+        **SMALL,
+    )
+    (worst,) = [r for r in result.rows if r.attack == "worst-case" and r.eps == 2.0]
+    assert worst.params["over"] == ["deepfool (projected)"]
+    assert worst.value < 0.9  # an undefended MLP at L2 eps 2
+
+
+def test_declared_dropout_stays_on_inside_an_attacks_eot_wrapper() -> None:
+    from neurorobust.attacks import EOTModel
+    from neurorobust.modes import eval_mode
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Dropout(0.5), nn.Linear(32, 3))
+    net.eval()
+    net[2].train()
+    neurorobust.declare(net, stochastic=True)
+    wrapped = EOTModel(net, 4)  # what an EOT attack sees: the declaration sits on the wrapped model
+    with eval_mode(wrapped):
+        assert net[2].training
