@@ -170,10 +170,12 @@ class IterativeGradient(Attack):
                         return kept, kept_frac, kept_loss
             x_adv = project(x_adv + (sign * step) * ascent_direction(grad, norm), xs, eps, norm)
         if single_draw_random(model):
-            # one draw of a random model says little: keep the last iterate (the loss-ascent end point)
+            # one draw of a random model says little: keep the last iterate (the loss-ascent end point); judge it
+            # only where restarts must be compared
             kept[active] = x_adv
             kept_frac[active] = float("inf")
-            judge(x_adv, None, last=True)
+            if cfg.restarts > 1:
+                judge(x_adv, None, last=True)
         elif cfg.restarts > 1 or hasattr(model, "last_draws"):
             judge(x_adv, None, last=True)  # restarts compare runs, and a random model's draws may still improve
         else:
