@@ -62,12 +62,17 @@ def _targeted_dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -
     return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
-def _better(frac: torch.Tensor, loss: torch.Tensor, best_frac: torch.Tensor, best_loss: torch.Tensor) -> torch.Tensor:
-    """Where (``frac``, ``loss``) beats the kept point: fewer correct draws, or as many (not yet 0) and a higher loss.
+def _better(
+    frac: torch.Tensor, loss: torch.Tensor, best_frac: torch.Tensor, best_loss: torch.Tensor, random: bool = False
+) -> torch.Tensor:
+    """Where (``frac``, ``loss``) beats the kept point: fewer correct draws, or as many and a higher loss.
 
-    A point with no correct draw left is final: on a deterministic model the first fooling iterate is kept.
+    On a deterministic model a point with no correct draw left is final (the first fooling iterate is kept). On a
+    random model (an EOT model) 0 correct draws among the attack's draws says less than it seems: fresh draws
+    may still classify the point correctly, so a later iterate with a higher loss still replaces it.
     """
-    return (frac < best_frac) | ((frac == best_frac) & (best_frac > 0) & (loss > best_loss))
+    tie = (frac == best_frac) & (loss > best_loss)
+    return (frac < best_frac) | (tie if random else tie & (best_frac > 0))
 
 
 class APGD(Attack):
@@ -177,7 +182,7 @@ class APGD(Attack):
         xs, ys = (x, y) if todo is None else (x[todo], y[todo])
         x_r, frac, val = self._once(model, xs, ys, eps, generator, todo, loss)
         rows = torch.arange(x.shape[0], device=x.device) if todo is None else todo
-        win = _better(frac, val, best_frac[rows], best_loss[rows])
+        win = _better(frac, val, best_frac[rows], best_loss[rows], hasattr(model, "last_draws"))
         rows = rows[win]
         best[rows], best_frac[rows], best_loss[rows] = x_r[win], frac[win], val[win]
 
@@ -228,7 +233,7 @@ class APGD(Attack):
             x_new = project(x_adv + alpha * (z - x_adv) + (1 - alpha) * (x_adv - x_prev), x, eps, norm)
             x_prev, x_adv = x_adv, x_new
             grad, frac, val = grad_at(x_adv)
-            win = _better(frac, val, kept_frac, kept_loss)
+            win = _better(frac, val, kept_frac, kept_loss, hasattr(model, "last_draws"))
             kept = torch.where(_expand(win, x), x_adv, kept)
             kept_frac = torch.where(win, frac, kept_frac)
             kept_loss = torch.where(win, val, kept_loss)

@@ -137,6 +137,8 @@ class IterativeGradient(Attack):
         active = torch.arange(n, device=x.device)  # samples still attacked
         xs, ys, ts = x, y, target
 
+        random = hasattr(model, "last_draws")  # an EOT model: "fooled" is judged on the attack's own draws
+
         def judge(z: torch.Tensor, logits: torch.Tensor | None, last: bool) -> torch.Tensor:
             """Record ``z`` where it beats the kept point (the last iterate also wins ties); return fractions."""
             qidx = active if rows is None else rows[active]
@@ -147,7 +149,9 @@ class IterativeGradient(Attack):
             loss = attack_loss(cfg.loss, logits, ts) * sign
             old = kept_frac[active]
             win = frac < old
-            if last:  # the last iterate wins ties (higher loss), except against an earlier fooling one
+            if random:  # fresh draws may disagree with the attack's: among equals keep the higher loss
+                win |= (frac == old) & (loss > kept_loss[active])
+            elif last:  # the last iterate wins ties (higher loss), except against an earlier fooling one
                 win |= (frac == old) & (frac > 0)
             rows_w = active[win]
             kept[rows_w], kept_frac[rows_w], kept_loss[rows_w] = z[win], frac[win], loss[win]
