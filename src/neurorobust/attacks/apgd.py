@@ -18,6 +18,7 @@ from .base import (
     input_gradient,
     project,
     require_classes,
+    target_classes,
     uniform_in_ball,
     unwrapped,
 )
@@ -369,8 +370,7 @@ class APGDT(APGD):
         best = x.clone()
         best_frac = draw_correct(model, clean, y).clone()
         best_loss = torch.full_like(best_frac, -float("inf"))
-        # the classes other than the label by decreasing clean logit (ranks 2, 3, ... when it is the top class)
-        ranked = clean.scatter(1, y[:, None], -float("inf")).argsort(dim=1, descending=True)
+        ranked = target_classes(clean, y, n_targets)
         for t in range(n_targets):
             for _ in range(self.restarts):
                 todo = torch.nonzero(best_frac > 0).squeeze(1)

@@ -55,6 +55,7 @@ __all__ = [
     "project",
     "require_classes",
     "single_draw_random",
+    "target_classes",
     "uniform_in_ball",
 ]
 
@@ -269,6 +270,12 @@ def draw_predictions(model: Any, logits: torch.Tensor) -> torch.Tensor:
         if ptr == logits.data_ptr() and preds.shape[1] == logits.shape[0]:
             return preds
     return logits.argmax(dim=1)[None, :]
+
+
+def target_classes(logits: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n`` classes other than the label by decreasing logit, shape (N, n): AutoAttack's targets for APGD-T
+    and FAB-T (ranks 2, 3, ... when the label is the top class)."""
+    return logits.scatter(1, y[:, None], -float("inf")).topk(n, dim=1).indices
 
 
 def single_draw_random(model: Any) -> bool:

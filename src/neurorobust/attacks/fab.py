@@ -10,7 +10,7 @@ from torch import nn
 
 from ..modes import eval_mode
 from ..validation import Interval, Options
-from .base import Attack, _expand, _flat, _rand, _randn, draw_correct, input_gradient, lp_norm
+from .base import Attack, _expand, _flat, _rand, _randn, draw_correct, input_gradient, lp_norm, target_classes
 
 __all__ = ["FAB", "project_hyperplane_box"]
 
@@ -215,7 +215,7 @@ class FAB(Attack):
         best_norm = torch.full((x.shape[0],), math.inf, dtype=x.dtype, device=x.device)
         if n_targets < 1:
             return best
-        targets = logits.scatter(1, y[:, None], -math.inf).topk(n_targets, dim=1).indices
+        targets = target_classes(logits, y, n_targets)
         for j in range(n_targets):
             for r in range(self.restarts):
                 active = torch.nonzero(todo & ~(best_norm <= eps)).squeeze(1)
