@@ -880,7 +880,29 @@ def _checklist(
         and math.isclose(r.eps, mid)
     ]
     suite_pgd = [s for s in suite_pgd if s is not None]
-    base_acc = float(suite_pgd[0].mean()) if suite_pgd else float(a_ok.mean())
+    # in a cascade no attack's own accuracy on the probes is known: compare with what the white-box cascade as a
+    # whole reached there (did more steps and restarts find points that every white-box attack of the suite missed?)
+    cascaded = [
+        r
+        for r in out.runs
+        if r.cumulative is not None
+        and r.white_box
+        and r.norm == norm
+        and r.eps is not None
+        and math.isclose(r.eps, mid)
+    ]
+    reached_on_probe = None
+    if cascaded:
+        last = cascaded[-1]
+        pos = {int(i): k for k, i in enumerate(last.idx)}
+        if all(int(i) in pos for i in probe_idx):
+            reached_on_probe = last.cumulative[torch.tensor([pos[int(i)] for i in probe_idx])]
+    if suite_pgd:
+        base_acc = float(suite_pgd[0].mean())
+    elif reached_on_probe is not None:
+        base_acc = float(reached_on_probe.mean())
+    else:
+        base_acc = float(a_ok.mean())
     drop = base_acc - float(torch.minimum(b_ok, d_ok).mean())
     record("check:pgd-2x-steps-restarts", "pgd", mid, probe_idx, torch.minimum(b_ok, d_ok), b_res)
     emit(
