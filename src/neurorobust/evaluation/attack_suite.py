@@ -69,9 +69,13 @@ class AttackRun:
     white_box: bool = True
     adaptive: bool = True  # False: run without the EOT/BPDA the model's declarations call for
     norm: str | None = None  # the attack's threat model, where it has one ("linf", "l2")
-    attacked: int | None = None  # points actually attacked (fewer than len(idx) in a cascade)
     cumulative: torch.Tensor | None = None  # in a cascade: per point, accuracy after this attack and those before
-    attacked_mask: torch.Tensor | None = None  # in a cascade: which points of idx the attack attacked
+    attacked_mask: torch.Tensor | None = None  # which points of idx the attack attacked (fewer in a cascade)
+
+    @property
+    def attacked(self) -> int:
+        """How many points of ``idx`` the attack attacked."""
+        return len(self.idx) if self.attacked_mask is None else int(self.attacked_mask.sum())
 
 
 @dataclass
@@ -297,7 +301,6 @@ def run_attack_suite(
         done = _run_cascaded(model, x, y, idx, attack, item, reached, clean, stochastic, draws, spec, gen_seed)
         rows: list[ResultRow] = []
         for eps, r, correct, seconds, attacked_mask in done:
-            attacked = int(attacked_mask.sum())
             run = AttackRun(
                 item.label,
                 item.attack.key,
@@ -309,7 +312,6 @@ def run_attack_suite(
                 item.white_box,
                 item.adaptive,
                 getattr(item.attack, "norm", None) or "linf",  # the attacks' own default
-                attacked=attacked,
                 attacked_mask=attacked_mask,
             )
             out.runs.append(run)
@@ -573,7 +575,7 @@ def _rows_for(
         **({} if run.adaptive else {"adaptive": False}),  # run without the EOT/BPDA its declarations call for
         **(
             {"cascade": f"accuracy after this attack and the ones before it; {run.attacked} of {n} points attacked"}
-            if run.attacked is not None and run.attacked < n
+            if run.attacked < n
             else {}
         ),
     }
@@ -1044,7 +1046,7 @@ def _checklist(
             CheckResult("black-box-vs-white-box", None, None, None, "not applicable: no black-box attack ran")
         )
     unattacked = [
-        (int(r.result.extra["unattacked"].sum()), r.attacked if r.attacked is not None else len(r.idx), r.label)
+        (int(r.result.extra["unattacked"].sum()), r.attacked, r.label)
         for r in out.runs
         if "unattacked" in r.result.extra and r.eps is not None and not r.label.endswith("(projected)")
     ]
