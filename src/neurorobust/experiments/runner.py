@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from ..specs import ExperimentSpec, _deep_merge, eval_key, parse_spec, train_key
 from ..store import ResultRow, ResultsStore
 from ..training import fit, load_checkpoint, save_checkpoint
 from ..training.loop import predict_logits
+from ..types import ProgressFn
 
 __all__ = [
     "RunOutcome",
@@ -33,13 +33,11 @@ __all__ = [
     "default_runs_dir",
     "evaluate_stage",
     "fit_settings",
+    "load_trained_variant",
     "model_label",
     "run_experiment",
     "train_stage",
 ]
-
-ProgressFn = Callable[[dict[str, Any]], None]
-
 
 def default_runs_dir() -> Path:
     """``$NEURO_RUNS``, else ``runs/`` under the current directory."""
@@ -95,6 +93,48 @@ def checkpoint_model(spec: ExperimentSpec, dataset: Dataset) -> nn.Module:
         if build is not None:
             model = build(model, dataset, **{"seed": spec.seed, **spec.mechanism.params})
     return model
+
+
+def load_trained_variant(
+    config: str | Path | ExperimentSpec,
+    label: str,
+    *,
+    seed: int = 0,
+    runs_dir: str | Path | None = None,
+    required: bool = True,
+) -> nn.Module | None:
+    """The trained network of sweep variant ``label`` (seed ``seed``) of ``config``, from the checkpoint
+    cache, in eval mode; nothing is trained.
+
+    Parameters
+    ----------
+    config : path or ExperimentSpec
+        An experiment config (``configs/NAME.toml``) or a parsed spec.
+    label : str
+        The variant's label (``[[sweep.variants]] label``).
+    seed : int, default=0
+    runs_dir : path, optional
+        The runs folder holding ``checkpoints/`` (default: :func:`default_runs_dir`).
+    required : bool, default=True
+        A variant that is not trained yet raises :class:`~neurorobust.errors.SpecError` saying which
+        ``make repro`` trains it; with ``required=False`` it returns ``None`` instead.
+    """
+    from ..experiments.sweep import expand_sweep
+    from ..specs import load_spec
+
+    spec = config if isinstance(config, ExperimentSpec) else load_spec(config)
+    variants = {(v.spec.label, v.spec.seed): v.spec for v in expand_sweep(spec)}
+    chosen = variants.get((label, seed))
+    if chosen is None:
+        known = ", ".join(sorted({str(k[0]) for k in variants}))
+        raise SpecError(f"{spec.name}: no variant {label!r} with seed {seed}; variants: {known}")
+    model = checkpoint_model(chosen, load_dataset(chosen.data.name, chosen.data.data_dir))
+    folder = Path(runs_dir or default_runs_dir()) / "checkpoints"
+    if load_checkpoint(folder, train_key(chosen), model) is None:
+        if not required:
+            return None
+        raise SpecError(f"{label} (seed {seed}) is not trained yet: run `make repro NAME={spec.name}` first")
+    return model.eval()
 
 
 def train_stage(

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import NeuroRobustError
 from ..evaluation.metrics import mean_sd
 from ..store import ResultsStore
+from .families import ReportContext, reporters
 from .figures import curve_figure
+from .tables import html_table, markdown_table, pct
 
 __all__ = ["build_report", "latest_rows"]
 
@@ -51,22 +52,6 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.2f}"
-
-
-def _md_table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
-
-
-def _html_table(header: list[str], body: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-
-
 def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[str, str, Any]]:
     """(kind, title, payload) items shared by the Markdown and HTML renderers."""
     rows = latest_rows(store.results(experiment=experiment, done_only=True))
@@ -76,7 +61,7 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
     for r in clean:
         lo, hi = r["params"].get("ci95", [None, None])
         approx = "yes (JPEG CIFAR-10)" if r["approximate"] else "no"
-        body.append([r["model"], r["dataset"], _pct(r["value"]), f"[{_pct(lo)}, {_pct(hi)}]", str(r["n"]), approx])
+        body.append([r["model"], r["dataset"], pct(r["value"]), f"[{pct(lo)}, {pct(hi)}]", str(r["n"]), approx])
     items.append(
         ("table", "Clean accuracy (%)", (["model", "dataset", "accuracy", "95% CI", "n", "approximate"], body))
     )
@@ -92,7 +77,7 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
         table = []
         for m in models:
             by_eps = {r["eps"]: r["value"] for r in sub if r["model"] == m}
-            table.append([m] + [_pct(by_eps.get(e)) for e in eps_values])
+            table.append([m] + [pct(by_eps.get(e)) for e in eps_values])
         label = "sigma" if attack in ("noise", "blur") else "eps"
         items.append(
             ("table", f"{attack}: accuracy (%) by {label}", (["model"] + [f"{label}={e:g}" for e in eps_values], table))
@@ -114,17 +99,10 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
             for r in other
         ]
         items.append(("table", "Other metrics", (["model", "attack", "metric", "eps", "value", "n"], body)))
-    if any(r["attack"] == "spectrum" for r in rows):  # representation spectra and robustness vs alpha
-        from ..mechanisms.spectra import report_items
-
-        items += report_items(store.results(experiment=experiment, done_only=True), outdir)
-    from ..mechanisms.cerebellum import parse_sweep_label, sweep_report_items
-
-    if sum(parse_sweep_label(m) is not None for m in {r["model"] for r in rows}) >= 3:  # width / k / batch sweeps
-        items += sweep_report_items(rows, outdir, paper_values(experiment))
-    foveated = _foveated_config(experiment)
-    if foveated is not None:  # the thesis' Tables 1-2 and the fixation / STN / gaze figures
-        items += _foveation_items(foveated, rows, outdir, store)
+    ctx = ReportContext(experiment=experiment, store=store, outdir=outdir, rows=rows)
+    for reporter in reporters():  # each paper's own tables and figures (report/families/)
+        if reporter.applies(ctx):
+            items += reporter.items(ctx)
     claims = claims_table(experiment, rows)
     if claims is not None:
         items.append(("table", "Paper claims next to our numbers", claims))
@@ -135,10 +113,10 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
             worst = [w for w in rows if w["attack"] == "worst-case" and w["model"] == r["model"]]
             paper = [w for w in rows if w["attack"] == "worst-case-paper-protocol" and w["model"] == r["model"]]
             curve = ", ".join(
-                [f"{w['eps']:g}: {_pct(w['value'])}" for w in sorted(worst, key=lambda w: w["eps"])]
+                [f"{w['eps']:g}: {pct(w['value'])}" for w in sorted(worst, key=lambda w: w["eps"])]
                 # eps attacked only without the EOT/BPDA the model calls for: the paper's protocol, not a worst case
                 + [
-                    f"{w['eps']:g}: {_pct(w['value'])} (paper's protocol only)"
+                    f"{w['eps']:g}: {pct(w['value'])} (paper's protocol only)"
                     for w in sorted(paper, key=lambda w: w["eps"])
                 ]
             )
@@ -185,26 +163,6 @@ def _sections(store: ResultsStore, experiment: str, outdir: Path) -> list[tuple[
     return items
 
 
-def _foveated_config(experiment: str) -> Path | None:
-    """``configs/<experiment>.toml`` when it is a foveation experiment (``[model] name = "foveated"``)."""
-    from ..specs import configs_dir, load_spec
-
-    path = configs_dir() / f"{experiment}.toml"
-    if not path.is_file():
-        return None
-    try:
-        return path if load_spec(path).model.name == "foveated" else None
-    except NeuroRobustError:  # a config that no longer parses: the rest of the report still builds
-        return None
-
-
-def _foveation_items(config: Path, rows: list[dict[str, Any]], outdir: Path, store: ResultsStore) -> list[Any]:
-    from ..mechanisms.foveation import report_items
-
-    thesis = bool(paper_values(config.stem))  # the thesis' numbers only where a claims file maps to them
-    return report_items(config, rows, outdir, str(store.path), thesis=thesis)  # figure errors: a note, no raise
-
-
 def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.4g}"
 
@@ -228,7 +186,7 @@ def minimal_attacks_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[l
     clean = {r["model"]: r["value"] for r in rows if r["attack"] == "clean" and r["metric"] == "accuracy"}
     models = sorted({r["model"] for r in picked})
     header = ["model", "clean acc (%)"] + [f"{a} {m}" for a, m in columns]
-    body = [[m, _pct(clean.get(m))] + [cells.get((m, a, k), "—") for a, k in columns] for m in models]
+    body = [[m, pct(clean.get(m))] + [cells.get((m, a, k), "—") for a, k in columns] for m in models]
     return header, body
 
 
@@ -339,8 +297,8 @@ def build_report(
             md += [f"### {title}", ""]
             body_html.append(f"<h3>{html.escape(title)}</h3>")
             if kind == "table":
-                md += [_md_table(*payload), ""]
-                body_html.append(_html_table(*payload))
+                md += [markdown_table(*payload), ""]
+                body_html.append(html_table(*payload))
             else:
                 md += [f"![{title}]({prefix}{payload})", ""]
                 body_html.append(f'<img src="{html.escape(prefix + payload)}" alt="{html.escape(title)}">')
