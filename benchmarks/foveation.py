@@ -60,12 +60,13 @@ def bpda_probe(config: str, n: int) -> None:
     checkpoint cache): its exact input gradient vs BPDA through the straight-through bilinear sampler."""
     from neurorobust.attacks.wrappers import BPDA
     from neurorobust.data import balanced_subset, load_dataset
-    from neurorobust.mechanisms.foveation import _StraightThroughView, _trained
+    from neurorobust.experiments.runner import load_trained_variant
+    from neurorobust.mechanisms.foveation import _StraightThroughView
     from neurorobust.specs import load_spec
 
     spec = load_spec(config)
     data = load_dataset(spec.data.name, spec.data.data_dir)
-    net = _trained(config, "retinal-discrete", None)
+    net = load_trained_variant(spec, "retinal-discrete", required=False)
     if net is None:
         raise SystemExit(f"retinal-discrete of {config} is not trained yet: run `neurorobust repro` first")
     idx = balanced_subset(data.y_test, n, seed=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -271,10 +272,53 @@ def test_registry_and_configs():
             assert spec.sweep is not None and spec.sweep.variants
 
 
-def test_every_sweep_label_parses_and_the_sweep_report_has_its_tables_and_figure(tmp_path):
+def test_registered_cerebellum_forwards_to_the_net_and_rejects_unknown_keys():
+    entry = MODELS.get("cerebellum")
+    assert entry.parameters() == {
+        "input_shape": (1, 28, 28),
+        "num_classes": 10,
+        "m": 200_000,
+        "k": 4,
+        "ltd": True,
+        "fc": False,
+        "beta": 0.99,
+        "unique": False,
+        "seed": None,
+        "backend": "auto",
+    }
+    assert entry.summary.startswith("Granule layer") and entry.paper.startswith("Liu, Li, Chen")
+    net = MODELS.create("cerebellum", m=50, k=3, ltd=False, seed=0)
+    assert isinstance(net, CerebellumNet) and (net.m, net.k, net.ltd) == (50, 3, None)
+    for bad in ("mm", "encoder", "d"):  # encoder and d are the head's, not a config's
+        with pytest.raises(InvalidParameterError, match=bad):
+            MODELS.create("cerebellum", **{bad: 1})
+    with pytest.raises(InvalidParameterError, match="epoch"):
+        MECHANISMS.create("cerebellum_head", epoch=3)
+
+
+def test_head_architecture_takes_the_heads_parameters():
+    trunk = create_model("vgg_cifar", width=0.0625)
+    net = cerebellum_head.architecture(trunk, None, m=64, k=3, ltd=False, epochs=4, lr=0.1, seed=1)
+    again = cerebellum_head.architecture(trunk, None, m=64, k=3, ltd=False, seed=1)
+    assert (net.m, net.k, net.ltd, net.granule.fc) == (64, 3, None, False)
+    assert torch.equal(net.granule.inputs, again.granule.inputs)  # J from the seed
+    default = cerebellum_head.architecture(trunk, None, m=64)
+    assert default.k == 4 and default.ltd is not None and default.ltd.beta == 0.99
+
+
+def _store_row(model, attack, eps, value, seed=0):
+    from neurorobust.store import ResultRow
+
+    return ResultRow("cerebellum_sweeps", model, "mnist", attack, "accuracy", value, n=200, eps=eps, seed=seed)
+
+
+def test_every_sweep_label_parses_and_the_sweep_report_has_its_tables_and_figures(tmp_path):
     from neurorobust.experiments.sweep import expand_sweep
-    from neurorobust.mechanisms.cerebellum import parse_sweep_label, sweep_report_items
+    from neurorobust.report.build import latest_rows
+    from neurorobust.report.families import REPORTERS, ReportContext
+    from neurorobust.report.families.cerebellum import parse_sweep_label, sweep_report_items
     from neurorobust.specs import load_spec
+    from neurorobust.store import ResultsStore
 
     for full in (False, True):  # the report finds the sweep's models by their labels: every label must parse
         for v in expand_sweep(load_spec(REPO / "configs" / "cerebellum_sweeps.toml", full=full)):
@@ -289,25 +333,97 @@ def test_every_sweep_label_parses_and_the_sweep_report_has_its_tables_and_figure
     }
     assert parse_sweep_label("cerebellum") is None
 
-    def row(model, attack, eps, value):
-        return {"model": model, "attack": attack, "eps": eps, "metric": "accuracy", "value": value, "params": {}}
-
-    rows = [
-        row("fc m=1000", "pgd-0.01", 0.1, 0.08),
-        row("fc m=5000", "pgd-0.01", 0.1, 0.15),
-        row("rc+ltd k=4 m=50000", "pgd-0.01", 0.1, 0.40),
-        row("rc k=4 m=50000 b1", "clean", None, 0.9),
-        row("base", "pgd-0.01", 0.1, 0.5),
-    ]
-    items = sweep_report_items(rows, tmp_path, {("fc m=1000", "pgd-0.01", 0.1): 9.0})
-    tables = {title.split(":")[0]: payload for kind, title, payload in items if kind == "table"}
-    assert set(tables) == {
-        "Width sweep, fully connected granule layer",
-        "Sparsity sweep at a fixed synapse budget",
-        "Training batch 50 vs batch 1 (Table 7)",
+    # two seeds of each number, in a real store: the tables show their mean in % with one decimal
+    values = {
+        ("fc m=1000", "clean", None): (0.94, 0.95),
+        ("fc m=1000", "pgd-0.01", 0.1): (0.07, 0.09),
+        ("fc m=5000", "pgd-0.01", 0.1): (0.15, 0.16),
+        ("fc+ltd m=5000", "fgsm", 0.3): (0.30, 0.40),
+        ("rc+ltd k=4 m=50000", "pgd-0.01", 0.1): (0.40, 0.40),
+        ("rc k=4 m=200000", "worst-case", 0.1): (0.02, 0.03),
+        ("rc k=4 m=50000 b1", "clean", None): (0.90, 0.90),
+        ("base", "pgd-0.01", 0.1): (0.5, 0.5),
     }
-    width = tables["Width sweep, fully connected granule layer"][1]
-    assert [r[0] for r in width] == ["fc m=1000", "fc m=5000"] and "8.0 / 9" in width[0]  # ours / paper
+    with ResultsStore(tmp_path / "results.db") as store:
+        for i, ((model, attack, eps), pair) in enumerate(values.items()):
+            rows = [_store_row(model, attack, eps, v, seed) for seed, v in enumerate(pair)]
+            store.record_run("cerebellum_sweeps", "sweep", spec={}, train_key=str(i), eval_key=str(i), rows=rows)
+        rows = latest_rows(store.results(experiment="cerebellum_sweeps", done_only=True))
+        ctx = ReportContext("cerebellum_sweeps", store, tmp_path / "report", rows)
+        reporter = REPORTERS.create("cerebellum")
+        assert reporter.applies(ctx)
+        items = reporter.items(ctx)
+
+    mean = {key: f"{100 * sum(pair) / 2:.1f}" for key, pair in values.items()}
+    paper = ctx.paper_values  # claims/cerebellum.toml: Table 6 and 7 rows of these labels
+    tables = {title.split(":")[0]: payload for kind, title, payload in items if kind == "table"}
+    assert "Table 7" in tables  # the paper's Table 7 next to ours
+    width_header, width = tables["Width sweep, fully connected granule layer"]
+    assert [r[0] for r in width] == ["fc m=1000", "fc m=5000", "fc+ltd m=5000"]
+    col = {name: i for i, name in enumerate(width_header)}
+    assert width[0][col["clean"]] == f"{mean[('fc m=1000', 'clean', None)]} / {paper[('fc m=1000', 'clean', None)]:g}"
+    assert width[0][col["PGD (0.01) 0.1"]] == f"8.0 / {paper[('fc m=1000', 'pgd-0.01', 0.1)]:g}" == "8.0 / 9"
+    assert width[1][col["PGD (0.01) 0.1"]].startswith(mean[("fc m=5000", "pgd-0.01", 0.1)] + " / ")
+    assert width[2][col["PGD (0.01) 0.3"]] == f"— / {paper[('fc+ltd m=5000', 'pgd-0.01', 0.3)]:g}"
+    assert width[2][col["m"]] == "5,000" and width[2][col["LTD"]] == "yes"
+    sparse_header, sparse = tables["Sparsity sweep at a fixed synapse budget"]
+    col = {name: i for i, name in enumerate(sparse_header)}
+    assert [r[0] for r in sparse] == ["rc k=4 m=200000", "rc+ltd k=4 m=50000"]
+    assert sparse[0][col["worst case 0.1"]] == "2.5"  # the paper has no worst case
+    assert sparse[1][col["PGD (0.01) 0.1"]] == "40.0"  # no claim for this label
+    batch_header, batch = tables["Training batch 50 vs batch 1 (Table 7)"]
+    assert batch == [["rc k=4 m=50000 b1", "1", "90.0"] + ["—"] * (len(batch_header) - 3)]
+
+    # the paper's tables, a row per model with a number: ours (paper) verdict mark
+    t6_header, t6 = tables["Table 6"]
+    by_model = {r[0]: dict(zip(t6_header, r, strict=True)) for r in t6}
+    assert set(by_model) == {"fc m=1000", "fc m=5000", "fc+ltd m=5000"}  # rc k=4 m=200000: no claimed number run
+    assert by_model["fc m=1000"]["pgd-0.01 0.1"] == "8.0 (9) ✓"
+    assert by_model["fc m=1000"]["clean"] == f"94.5 ({paper[('fc m=1000', 'clean', None)]:g}) ✓"
+    assert by_model["fc+ltd m=5000"]["fgsm 0.3"].startswith("35.0 (")
+    assert "reproduced" in by_model["fc m=1000"]["verdicts"]
+
     figures = [payload for kind, _, payload in items if kind == "figure"]
-    assert figures == ["cerebellum_sweeps.png"] and (tmp_path / "cerebellum_sweeps.png").stat().st_size > 10_000
-    assert sweep_report_items([row("base", "clean", None, 0.9)], tmp_path) == []
+    assert figures == ["robust_vs_width_k.png", "accuracy_vs_width.png", "accuracy_vs_k.png"]
+    for name in figures:
+        assert (tmp_path / "report" / name).stat().st_size > 10_000
+    assert sweep_report_items([dataclasses.asdict(_store_row("base", "clean", None, 0.9))], tmp_path) == []
+
+
+def test_the_paper_table_of_an_unswept_experiment(tmp_path):
+    from neurorobust.report.families import REPORTERS, ReportContext
+    from neurorobust.report.families.cerebellum import paper_table_items
+    from neurorobust.store import ResultsStore
+
+    def row(model, attack, eps, value):
+        return {
+            "experiment": "cerebellum_mnist",
+            "model": model,
+            "dataset": "mnist",
+            "attack": attack,
+            "metric": "accuracy",
+            "eps": eps,
+            "value": value,
+            "run_id": 1,
+            "seed": None,
+            "params": {},
+        }
+
+    rows = [row("cerebellum", "clean", None, 0.975), row("cerebellum", "fgsm", 0.3, 0.1)]
+    with ResultsStore(tmp_path / "results.db") as store:
+        ctx = ReportContext("cerebellum_mnist", store, tmp_path, rows)
+        reporter = REPORTERS.create("cerebellum")
+        assert reporter.applies(ctx)  # claims/cerebellum.toml maps Table 2 to it
+        items = reporter.items(ctx)
+        assert not reporter.applies(ReportContext("mnist_cnn", store, tmp_path, rows))
+    assert [kind for kind, _, _ in items if kind == "figure"] == []
+    tables = {title.split(" (")[0]: payload for kind, title, payload in items if kind == "table"}
+    header, body = tables["Table 2: ours"]
+    assert header[:3] == ["model", "paper row", "clean"] and "fgsm 0.3" in header
+    (only,) = body  # the other models have no number of ours yet
+    cells = dict(zip(header, only, strict=True))
+    assert cells["model"] == "cerebellum" and cells["clean"].startswith("97.5 (")
+    assert cells["fgsm 0.3"].startswith("10.0 (") and cells["pgd-0.01 0.1"].startswith("— (")  # not run
+    header, body = tables["Table 2: relative and textual claims"]
+    assert header[0] == "claim" and {r[2] for r in body} <= {"relative", "direction", "qualitative"}
+    assert paper_table_items([], rows) == []

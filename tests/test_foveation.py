@@ -391,8 +391,8 @@ def test_repro_report_has_the_thesis_tables_and_the_stn_and_gaze_figures(tmp_pat
         assert (folder / name).read_bytes()[:4] == b"\x89PNG" and f"({name})" in md
 
     # the thesis' tables, as the caltech10 report has them: ours / thesis, its rows only where we ran the model
-    from neurorobust.mechanisms.foveation import paper_tables
     from neurorobust.report.build import latest_rows
+    from neurorobust.report.families.foveation import paper_tables
 
     with ResultsStore(tmp_path / "results.db") as st:
         rows = latest_rows(st.results(experiment="fov_tiny", done_only=True))
@@ -426,8 +426,20 @@ def test_retinal_source_equals_the_coded_polar_form_for_any_gaze():
     assert torch.isfinite(gaze.grad).all()
 
 
+def _foveation_items(tmp_path, rows, experiment="foveation_caltech10"):
+    """The foveation reporter's items for ``rows`` of ``experiment`` (its real config and claims file)."""
+    from neurorobust.report.families import ReportContext
+    from neurorobust.report.families.foveation import FoveationReporter
+
+    with ResultsStore(tmp_path / "results.db") as st:
+        ctx = ReportContext(experiment=experiment, store=st, outdir=tmp_path / "report", rows=rows)
+        reporter = FoveationReporter()
+        assert reporter.applies(ctx)
+        return reporter.items(ctx)
+
+
 def test_report_keeps_the_tables_when_the_figures_fail(tmp_path, monkeypatch):
-    import neurorobust.mechanisms.foveation as fov
+    import neurorobust.report.families.foveation as fov
     from neurorobust.errors import DataError
 
     def missing(*args, **kwargs):
@@ -454,9 +466,64 @@ def test_report_keeps_the_tables_when_the_figures_fail(tmp_path, monkeypatch):
             "params": {},
         },
     ]
-    items = fov.report_items("configs/foveation_caltech10.toml", rows, tmp_path, thesis=True)
+    items = _foveation_items(tmp_path, rows)
     titles = [title for _, title, _ in items]
     assert titles[0].startswith("Table 1 (ours / thesis") and titles[-1] == "Foveation figures skipped"
     (row,) = items[0][2][1]
     assert row[0] == "standard" and row[1] == "90.0 / 89.2" and row[5] == "50.0 / 3"
     assert "caltech10 not found" in items[-1][2][1][0][0]
+
+
+def test_report_table_numbers_are_the_stored_numbers(tmp_path, monkeypatch):
+    """Every cell of the reporter's tables is the store's value (mean ± sample sd over seeds, in %), its n
+    and seed count, in the row of its model and the column of its eps; the thesis' number after ' / '."""
+    import neurorobust.report.families.foveation as fov
+    from neurorobust.report.build import latest_rows
+    from neurorobust.store import ResultRow
+
+    monkeypatch.setattr(fov, "save_figures", lambda *a, **k: [])  # the tables only (no dataset needed)
+    stored = {  # (model, attack, metric, eps) -> value per seed
+        ("standard", "clean", "accuracy", None): [0.9, 0.8],
+        ("standard", "clean", "balanced_accuracy", None): [0.85, 0.75],
+        ("standard", "pgd20", "accuracy", 0.005): [0.30, 0.20],
+        ("standard", "pgd20", "accuracy", 0.01): [0.06, 0.04],
+        ("cortical", "clean", "accuracy", None): [0.875],
+        ("cortical", "pgd20", "accuracy", 0.01): [0.44],
+        ("multigaze", "clean", "accuracy", None): [0.7],
+        ("multigaze", "pgd20", "accuracy", 0.02): [0.123],
+    }
+    with ResultsStore(tmp_path / "results.db") as st:
+        for seed in (0, 1):
+            rows = [
+                ResultRow("foveation_caltech10", m, "caltech10", a, metric, vals[seed], n=50, eps=e, seed=seed)
+                for (m, a, metric, e), vals in stored.items()
+                if seed < len(vals)
+            ]
+            st.record_run("foveation_caltech10", "evaluate", spec={}, train_key=None, eval_key=None, rows=rows)
+        rows = latest_rows(st.results(experiment="foveation_caltech10", done_only=True))
+    items = _foveation_items(tmp_path, rows)
+    tables = {title: payload for kind, title, payload in items if kind == "table"}
+    assert list(tables) == ["Table 1 (ours / thesis, %; pgd20)", "Table 2 (ours / thesis, %; pgd20)",
+                            "Other models (ours only, %; pgd20)"]  # fmt: skip
+    grid = (0.001, 0.005, 0.01, 0.02, 0.05)
+    for title, (header, body) in tables.items():
+        assert header == ["model", "clean", "balanced", *[f"eps {e:g}" for e in grid], "n", "seeds"]
+        thesis = fov.THESIS_TABLES.get(title.split(" (")[0])
+        for cells in body:
+            model = cells[0]
+            keys = [("clean", "accuracy", None), ("clean", "balanced_accuracy", None)]
+            keys += [("pgd20", "accuracy", e) for e in grid]
+            for k, (attack, metric, eps) in enumerate(keys):
+                values = stored.get((model, attack, metric, eps))
+                want = "—"
+                if values:
+                    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+                    want = f"{100 * mean:.1f}" + (f" ± {100 * sd:.1f}" if sd else "")
+                if thesis is not None and k != 1:  # the thesis' number after ours (no balanced accuracy)
+                    want += f" / {thesis[model][0 if k == 0 else k - 1]:g}"
+                assert cells[1 + k] == want, (title, model, attack, eps)
+            seeds = {len(v) for (m, a, _, _), v in stored.items() if m == model and a == "pgd20"}
+            assert cells[-2:] == ["50", str(seeds.pop())]
+    assert [c[0] for c in tables["Table 1 (ours / thesis, %; pgd20)"][1]] == ["standard", "cortical"]
+    assert [c[0] for c in tables["Other models (ours only, %; pgd20)"][1]] == ["multigaze"]
+    assert tables["Table 1 (ours / thesis, %; pgd20)"][1][0][5] == "5.0 ± 1.4 / 3"  # (6 + 4) / 2, sd 1.41

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import subprocess
 import sys
 import warnings
@@ -37,6 +38,8 @@ from neurorobust.mechanisms.spectra import (
     spectral_distance,
 )
 from neurorobust.models import MODELS, create_model
+from neurorobust.report.families import ReportContext
+from neurorobust.report.families.hebbian import HebbianReporter, alpha_table
 from neurorobust.training import fit
 from neurorobust.training.loop import predict_logits
 
@@ -183,7 +186,7 @@ def test_hebbian_net_learns_without_labels_then_trains_only_the_readout(one_thre
     assert net.mechanism_report["converged_fraction"] > 0.5
     state = net.state_dict()
     assert "hidden.weight" in state and bool(state["learned"])  # checkpoints keep the learned layer
-    from neurorobust.mechanisms.hebbian import plot_weights
+    from neurorobust.report.families.hebbian import plot_weights
 
     assert plot_weights(net, tmp_path / "w.png", rows=2, cols=3).read_bytes()[:4] == b"\x89PNG"
 
@@ -362,6 +365,72 @@ def test_evaluation_stores_alpha_and_the_report_draws_it(store, tmp_path, one_th
     assert "Alpha of the hidden pre-activations" in md and "alpha_robustness.png" in md and "spectra.png" in md
     assert (folder / "spectra.png").read_bytes()[:4] == b"\x89PNG"
 
+    # the reporter's alpha table: every number is the mean ± sd over the two seeds' stored rows
+    ctx = ReportContext("hebb", store, tmp_path / "direct", rows=store.results(experiment="hebb", done_only=True))
+    reporter = HebbianReporter()
+    assert reporter.applies(ctx)
+    items = reporter.items(ctx)
+    assert [(kind, payload) for kind, _, payload in items if kind == "figure"] == [
+        ("figure", "spectra.png"),
+        ("figure", "alpha_robustness.png"),
+    ]
+    ((header, body),) = [payload for kind, _, payload in items if kind == "table"]
+    assert header == ["model", "seeds", "alpha", "fit se", "clean acc (%)", "verdict"]
+
+    def stored(attack: str, metric: str, scale: float = 1.0) -> list[float]:
+        found = store.results(experiment="hebb", attack=attack, metric=metric, done_only=True)
+        return [scale * r["value"] for r in sorted(found, key=lambda r: r["seed"])]
+
+    def text(values: list[float], digits: int) -> str:
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+    alphas = stored("spectrum", "alpha")
+    assert len(alphas) == 2 and alphas[0] != alphas[1]
+    clean = stored("clean", "accuracy", 100.0)
+    assert body == [["bp", "2", text(alphas, 3), text(stored("spectrum", "alpha_fit_se"), 3), text(clean, 1), "—"]]
+    assert "| " + " | ".join(body[0]) + " |" in md  # the report prints the same row
+
+
+def test_alpha_table_takes_each_seeds_latest_row_and_every_eps():
+    def row(model, seed, attack, metric, eps, value, run_id=1, params=None):
+        return {
+            "model": model,
+            "seed": seed,
+            "attack": attack,
+            "metric": metric,
+            "eps": eps,
+            "value": value,
+            "run_id": run_id,
+            "params": params or {},
+        }
+
+    masking = ("checklist", "masking_suspected", None)
+    rows = [
+        row("kh", 0, "spectrum", "alpha", None, 3.0),
+        row("kh", 1, "spectrum", "alpha", None, 9.9, run_id=1),
+        row("kh", 1, "spectrum", "alpha", None, 4.0, run_id=2),  # a later run of seed 1 replaces 9.9
+        row("kh", 0, "spectrum", "alpha_fit_se", None, 0.05),
+        row("kh", 1, "spectrum", "alpha_fit_se", None, 0.03),
+        row("kh", 0, "clean", "accuracy", None, 0.97),
+        row("kh", 1, "clean", "accuracy", None, 0.95),
+        row("kh", 0, "worst-case", "accuracy", 0.1, 0.72),
+        row("kh", 0, *masking, 0.0, params={"verdict": "no masking found"}),
+        row("bp", 0, "spectrum", "alpha", None, 2.484),
+        row("bp", 0, "worst-case", "accuracy", 0.03, 0.9),
+        row("bp", 0, "worst-case", "accuracy", 0.1, 0.11),
+        row("other", 0, "clean", "accuracy", None, 0.5),  # no alpha: not in the table
+    ]
+    header, body = alpha_table(rows)
+    assert header == [
+        "model", "seeds", "alpha", "fit se", "clean acc (%)",
+        "worst case eps=0.03 (%)", "worst case eps=0.1 (%)", "verdict",
+    ]  # fmt: skip
+    assert body == [
+        ["bp", "1", "2.484", "—", "—", "90.0", "11.0", "—"],
+        ["kh", "2", "3.500 ± 0.707", "0.040 ± 0.014", "96.0 ± 1.4", "—", "72.0", "no masking found"],
+    ]
+    assert alpha_table([row("bp", 0, "clean", "accuracy", None, 0.9)]) is None
+
 
 # ----------------------------------------------------------------------------------------------
 # The CLI verb
@@ -440,7 +509,7 @@ def test_denormal_synapses_are_flushed_to_zero():
 
 def test_spectrum_of_a_sweep_names_its_variants():
     from neurorobust.errors import SpecError
-    from neurorobust.mechanisms.spectra import spectra_of_spec
+    from neurorobust.experiments.spectra import spectra_of_spec
     from neurorobust.specs import load_spec
 
     spec = load_spec(REPO / "configs" / "hebbian_mnist.toml")

@@ -86,12 +86,22 @@ def test_train_caches_evaluate_stores_report_draws(tmp_path, tiny_spec_file):
     again = nr("evaluate", str(tiny_spec_file), cwd=tmp_path).stdout
     assert "cached results" in again
 
-    nr("report", "tiny", cwd=tmp_path)
+    nr("report", "tiny", "--figures-to", "docs_figures", cwd=tmp_path)
     folder = tmp_path / "reports" / "tiny"
     md = (folder / "report.md").read_text()
-    assert "Clean accuracy" in md and "noise.png" in md
     assert (folder / "noise.png").read_bytes()[:4] == b"\x89PNG" and (folder / "blur.png").stat().st_size > 5000
     assert "<table>" in (folder / "index.html").read_text()
+    # the numbers in the report are the store's: clean accuracy and every noise sigma, in %
+    with ResultsStore(tmp_path / "results.db") as st:
+        rows = st.results(experiment="tiny")
+    clean_row = next(r for r in rows if r["attack"] == "clean")
+    assert f"| {clean_row['model']} | {clean_row['dataset']} | {100 * clean_row['value']:.2f} |" in md
+    noise = sorted((r for r in rows if r["attack"] == "noise"), key=lambda r: r["eps"])
+    noise_section = md.split("### noise: accuracy (%) by sigma")[1].split("###")[0]
+    noise_line = next(line for line in noise_section.splitlines() if line.startswith(f"| {clean_row['model']} |"))
+    assert noise_line.split("|")[2:-1] == [f" {100 * r['value']:.2f} " for r in noise]
+    # the docs' figures are the report's, copied under the experiment's name
+    assert sorted(p.name for p in (tmp_path / "docs_figures").iterdir()) == ["tiny_blur.png", "tiny_noise.png"]
 
 
 def test_api_evaluate_declare_and_nan(tmp_path):

@@ -303,3 +303,88 @@ def test_bpda_on_a_distilled_network_computes_its_loss_on_the_rescaled_logits():
     assert grad(wrapped).abs().min() > 0
     with torch.no_grad():
         assert torch.equal(wrapped(x).argmax(1), y)  # same decisions
+
+
+def _sleep_spec():
+    from neurorobust.specs import parse_spec
+
+    return parse_spec(
+        {
+            "name": "sleep_tiny",
+            "data": {"name": "patches"},
+            "model": {"name": "sleep_mlp", "params": {"widths": [16]}},
+            "train": {"epochs": 1},
+            "sweep": {
+                "seeds": [0, 1],
+                "variants": [
+                    {"label": "control"},
+                    {"label": "control (full suite)", "seeds": [0]},
+                    {"label": "distillation", "mechanism": {"name": "distillation"}},
+                    {"label": "sleep", "mechanism": {"name": "sleep", "params": {"thresholds": [1.0, 1.0]}}},
+                    {
+                        "label": "sleep (full suite)",
+                        "seeds": [0],
+                        "mechanism": {"name": "sleep", "params": {"thresholds": [1.0, 1.0]}},
+                    },
+                ],
+            },
+        }
+    )
+
+
+def test_sleep_reporter_draws_the_cached_control_and_sleep_weights(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from neurorobust.experiments.runner import checkpoint_model
+    from neurorobust.report.families import REPORTERS
+    from neurorobust.report.families import sleep as sleep_reporter
+    from neurorobust.specs import train_key
+    from neurorobust.training.checkpoint import save_checkpoint
+
+    spec = _sleep_spec()
+    variants = sleep_reporter.weight_variants(spec)
+    assert [label for label, _ in variants] == ["control", "sleep"]  # seed 0, one per trained network
+    assert sleep_reporter.weight_variants(spec.model_copy(update={"sweep": None})) == []  # no sleep variant
+    drawn = {}
+
+    def capture(weights, path):
+        drawn.update(weights)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"png")
+        return path
+
+    monkeypatch.setattr(sleep_reporter, "weight_histogram_figure", capture)
+    ctx = SimpleNamespace(experiment="sleep_tiny", spec=spec, checkpoints_dir=tmp_path, outdir=tmp_path / "report")
+    reporter = REPORTERS.create("sleep")
+    assert reporter.applies(ctx) and not reporter.applies(SimpleNamespace(spec=None))
+    data = load_dataset("patches")
+    assert reporter.items(ctx) == [
+        (
+            "table",
+            "Weight histograms: networks not in the checkpoint cache",
+            (
+                ["variant", "note"],
+                [[label, "not trained yet: run `make repro NAME=sleep_tiny` first"] for label in ("control", "sleep")],
+            ),
+        )
+    ]
+
+    saved = {}
+    for label, variant in variants[:1]:  # the control only: the sleep network is still missing
+        torch.manual_seed(3)
+        model = checkpoint_model(variant, data)
+        save_checkpoint(tmp_path / "checkpoints", train_key(variant), model, {})
+        saved[label] = [layer.weight.detach().clone() for layer in model.layers]
+    items = reporter.items(ctx)
+    assert items[0] == ("figure", "Weights of the control and the slept networks (seed 0, log counts)", "weights.png")
+    assert items[1][2][1] == [["sleep", "not trained yet: run `make repro NAME=sleep_tiny` first"]]
+    assert list(drawn) == ["control"] and (tmp_path / "report" / "weights.png").is_file()
+    assert [w.shape for w in drawn["control"]] == [(16, 100), (4, 16)]
+    assert all(torch.equal(torch.from_numpy(a), b) for a, b in zip(drawn["control"], saved["control"], strict=True))
+
+    _, variant = variants[1]  # now the sleep network too, drawn for real
+    save_checkpoint(tmp_path / "checkpoints", train_key(variant), checkpoint_model(variant, data), {})
+    monkeypatch.undo()
+    items = reporter.items(ctx)
+    assert [kind for kind, _, _ in items] == ["figure"]
+    assert (tmp_path / "report" / "weights.png").stat().st_size > 10_000

@@ -13,8 +13,6 @@ from conftest import REPO
 from neurorobust.attacks import ATTACKS, EOT
 from neurorobust.errors import InvalidParameterError, SpecError
 from neurorobust.evaluation.attack_suite import point_correct
-from neurorobust.mechanisms import MECHANISMS
-from neurorobust.mechanisms.sgbn import GatedConv2d, StochasticActivationPruning, binary_gate
 from neurorobust.mechanisms.stochastic import (
     ExpectedValue,
     StochasticBinary,
@@ -146,142 +144,6 @@ def test_test_time_dropout_is_random_and_declared():
     assert isinstance(net.dropout, TestTimeDropout)
 
 
-def test_gate_masks_are_binary_with_the_shapes_of_the_conv_weights():
-    torch.manual_seed(0)
-    x = torch.rand(3, 1, 28, 28)
-    net = create_model("sgbn").eval()
-    convs = [m for m in net.modules() if isinstance(m, GatedConv2d) and m.gate is not None]
-    masks = net.gate_masks(x)
-    assert (
-        [tuple(m.shape) for m in masks]
-        == [(3, *c.weight.shape) for c in convs]
-        == [
-            (3, 32, 1, 5, 5),
-            (3, 64, 32, 5, 5),
-        ]
-    )
-    assert all(set(m.unique().tolist()) <= {0.0, 1.0} for m in masks)
-    assert all(0.2 < float(m.mean()) < 0.8 for m in masks)  # sigmoid of small initial logits: about half on
-    reduced = create_model("sgbn", mask="channel").eval()
-    shapes = [tuple(m.shape) for m in reduced.gate_masks(x)]
-    assert shapes == [(3, 32, 1, 1, 1), (3, 64, 32, 1, 1)]  # broadcast over the kernel window
-    pm1 = create_model("sgbn", mask="channel", gate_values="pm1").eval()
-    assert all(set(m.unique().tolist()) <= {-1.0, 1.0} for m in pm1.gate_masks(x))
-    dt = create_model("sgbn", mask="channel", gate="dt").eval()
-    soft = dt.gate_masks(x)[1]
-    assert not dt.convs[1].gate.binarise.is_stochastic and float(soft.min()) > 0 and float(soft.max()) < 1
-    cifar = create_model("sgbn", input_shape=(3, 32, 32), mask="channel").eval()
-    assert [tuple(m.shape) for m in cifar.gate_masks(torch.rand(2, 3, 32, 32))] == [
-        (2, 128, 64, 1, 1),
-        (2, 128, 128, 1, 1),
-    ]
-
-
-def test_gated_conv_applies_each_input_its_own_filters():
-    torch.manual_seed(0)
-    net = create_model("sgbn", mask="channel").eval()
-    conv = net.convs[1]
-    x = torch.rand(4, 32, 14, 14)
-    torch.manual_seed(3)
-    out = conv(x)
-    torch.manual_seed(3)
-    mask = conv.mask(x)
-    for i in range(4):
-        ref = F.conv2d(x[i : i + 1], conv.weight * mask[i], conv.bias, stride=2, padding=2)
-        assert torch.allclose(out[i : i + 1], ref, atol=1e-5)
-    third = create_model("sgbn", input_shape=(3, 32, 32), mask="channel").eval().convs[2]  # 2x2 output: mixed partials
-    x = torch.rand(3, 128, 6, 6)
-    torch.manual_seed(4)
-    out = third(x)
-    torch.manual_seed(4)
-    mask = third.mask(x)
-    for i in range(3):
-        assert torch.allclose(out[i : i + 1], F.conv2d(x[i : i + 1], third.weight * mask[i], third.bias), atol=1e-5)
-
-
-def test_hard_ste_passes_the_gradient_of_the_probabilities():
-    q = torch.tensor([0.1, 0.5, 0.9], requires_grad=True)
-    h = binary_gate(q)
-    assert set(h.detach().tolist()) <= {0.0, 1.0}
-    h.sum().backward()
-    assert torch.equal(q.grad, torch.ones(3))
-
-
-def test_sap_keeps_the_expected_activations():
-    torch.manual_seed(0)
-    h = torch.randn(1, 60) * torch.linspace(0.1, 2.0, 60)
-    for exact in (False, True):  # the marginal sampler and the authors' r draws with replacement
-        sap = StochasticActivationPruning(frac=0.5, exact=exact).eval()
-        draws = sap(h.expand(40_000, 60))
-        assert (draws == 0).float().mean() > 0.2  # it prunes
-        assert torch.allclose(draws.mean(0), h[0], atol=0.05 * float(h.abs().max()))
-        p = h.abs() / h.abs().sum()
-        kept = (draws != 0).float().mean(0)
-        assert torch.allclose(kept, 1 - (1 - p[0]) ** 30, atol=0.02)  # r = 0.5 * 60 draws
-    with torch.no_grad():
-        sap.train()
-        assert torch.equal(sap(h), h)  # at test time only, as Dhillon et al. apply it
-
-
-def test_shuffle_gates_mechanism_permutes_masks_and_survives_a_reload(tmp_path):
-    from neurorobust.training.checkpoint import load_checkpoint, save_checkpoint
-
-    net = create_model("sgbn", mask="channel", gate="dt", dense="relu").eval()
-    shuffled = MECHANISMS.create("shuffle_gates", model=net)
-    x = torch.rand(16, 1, 28, 28)
-    assert torch.equal(net(x), net(x))  # deterministic gates, no shuffling
-    h = torch.rand(16, 32, 14, 14)
-    plain = net.convs[1].mask(h)
-    torch.manual_seed(0)
-    permuted = shuffled.convs[1].mask(h)
-    torch.manual_seed(0)
-    assert torch.allclose(permuted, plain[torch.randperm(16)])  # each input gets another input's mask
-    assert not torch.equal(shuffled(x), net(x))
-    save_checkpoint(tmp_path, "k", shuffled, {})
-    fresh = create_model("sgbn", mask="channel", gate="dt", dense="relu")
-    load_checkpoint(tmp_path, "k", fresh)
-    assert bool(fresh.convs[1].shuffle) and not bool(net.convs[1].shuffle)
-    with pytest.raises(InvalidParameterError, match="gate modules"):
-        MECHANISMS.create("shuffle_gates", model=create_model("sgbn_cnn"))
-
-
-def test_every_family_member_declares_how_to_attack_it():
-    expect = {  # name -> (stochastic in eval mode, BPDA surrogate declared)
-        "sgbn": (True, True),
-        "sgbn_cnn": (False, False),
-        "sgbn_cnn_bin": (True, True),
-        "sgbn_sap": (True, True),
-        "sgbn_dropconnect": (True, True),
-        "sgbn_random_mask": (True, True),
-        "sgbn_adaptive_dropout": (True, True),
-        "sgbn_bnn": (False, True),
-    }
-    for name, (stochastic, surrogate) in expect.items():
-        net = create_model(name, **({"mask": "channel"} if name == "sgbn" else {})).eval()
-        assert net.is_stochastic is stochastic, name
-        assert (net.bpda_surrogate is not None) is surrogate, name
-        if surrogate:
-            s = net.bpda_surrogate()
-            x = torch.rand(4, 1, 28, 28)
-            assert torch.equal(s(x), s(x)), name  # the expected value is deterministic
-    assert create_model("sgbn_bnn", quantize="stoch").eval().is_stochastic
-
-
-def test_bnn_binarises_weights_to_plus_minus_alpha():
-    net = create_model("sgbn_bnn").eval()
-    w = net.convs[1].weight
-    b = net.quant[1](w)
-    alpha = w.abs().flatten(1).mean(1)
-    assert torch.allclose(b.abs(), alpha[:, None, None, None].expand_as(b))
-    assert torch.equal(torch.sign(b), torch.where(w >= 0, 1.0, -1.0))
-    stoch = create_model("sgbn_bnn", quantize="stoch").eval().quant[1]
-    w2 = w.detach()[:2]  # two output units (1,600 weights): enough for the mean, 30x fewer draws
-    torch.manual_seed(0)
-    draws = torch.stack([stoch(w2) for _ in range(4000)]).mean(0)
-    a = alpha[:2, None, None, None]
-    assert torch.allclose(draws, a * (w2 / a).clamp(-1, 1), atol=0.06 * float(alpha.max()))  # E[alpha b]
-
-
 def test_eot_attack_is_stronger_than_one_sample_on_a_stochastic_toy(one_thread):
     from neurorobust.data import load_dataset
 
@@ -310,15 +172,6 @@ def test_eot_attack_is_stronger_than_one_sample_on_a_stochastic_toy(one_thread):
         (lambda: StochasticBinary("ste", slope=6.0), "slope"),
         (lambda: annealed_slope(-1), "epoch"),
         (lambda: create_model("kubo_sbn_1cnn", activation="tanh"), "activation"),
-        (lambda: create_model("sgbn", mask="pixel"), "mask"),
-        (lambda: create_model("sgbn", mask_p=(0.5,)), "mask_p"),
-        (lambda: create_model("sgbn_dropconnect", mask_p=(0.5, 1.5)), "mask_p"),
-        (lambda: create_model("sgbn", widths=(32,)), "widths"),
-        (lambda: create_model("sgbn_cnn", shared_weights=True), "shared_weights"),
-        (lambda: create_model("sgbn", gate="soft"), "gate"),
-        (lambda: create_model("sgbn_cnn", masking="gate"), "masking"),
-        (lambda: create_model("sgbn_bnn", quantize="ternary"), "quantize"),
-        (lambda: StochasticActivationPruning(frac=0.0), "frac"),
         (lambda: StochasticNet("not a module"), "net"),
     ],
 )
@@ -427,28 +280,6 @@ def test_kubo_configs_validate_and_every_transfer_source_is_a_variant(name):
     assert load_spec(REPO / "configs" / f"{name}.toml").reductions.startswith("30-minute tier")
 
 
-def test_pgd_phase_trains_a_copy_with_the_mixed_adversarial_loss(one_thread):
-    from neurorobust.data import load_dataset
-    from neurorobust.mechanisms.sgbn import MixedPGDObjective
-
-    data = load_dataset("mnist")
-    torch.manual_seed(0)
-    net = create_model("sgbn_bnn").eval()
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    tuned = MECHANISMS.create(
-        "pgd_phase", model=net, data=data, eps=0.3, steps=2, step_size=0.15, epochs=1, n=200, train={"batch_size": 50}
-    )
-    assert tuned is not net and all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
-    assert not torch.equal(tuned.convs[1].weight, net.convs[1].weight)
-    assert "MixedPGDObjective(eps=0.3, steps=2" in tuned.mechanism_report["pgd_phase"]
-    # the loss is tau * CE(clean) + (1 - tau) * CE(adversarial): tau = 1 is plain cross-entropy
-    x, y = data.x_train[:20], data.y_train[:20]
-    loss, logits = MixedPGDObjective(0.3, steps=1, step_size=0.3, tau=1.0)(tuned.train(), x, y, torch.Generator())
-    assert torch.allclose(loss, F.cross_entropy(logits, y))
-    with pytest.raises(InvalidParameterError, match="'tau' parameter"):
-        MECHANISMS.create("pgd_phase", model=net, data=data, tau=1.5)
-
-
 class _OneCoinPerBatch(nn.Module):
     """Right on the whole batch or wrong on the whole batch, one coin per forward pass (as DropConnect's
     one mask per batch can be): a single pass makes clean accuracy 0 or 1, the mean over draws about 0.5."""
@@ -482,3 +313,177 @@ def test_clean_accuracy_of_a_random_model_is_the_mean_over_draws_and_keeps_the_s
     one = EvalSpec(suite="none", n=200, eot_draws=1, noise_sigmas=[], blur_sigmas=[])
     rows = [r for r in suite.evaluate(_OneCoinPerBatch(), data, one, experiment="e", label="m").rows]
     assert {r.metric for r in rows if r.attack == "clean"} == {"accuracy", "balanced_accuracy"}
+
+
+def test_kubo_registrations_forward_to_the_network_and_refuse_unknown_keys():
+    from neurorobust.models import MODELS
+
+    net = create_model("kubo_sbn_1cnn", hidden=12, activation="dbn", dropout=0.5, test_dropout=True)
+    assert (net.hidden.out_features, net.activation, net.binary.estimator) == (12, "dbn", "dbn")
+    assert MODELS.get("kubo_sbn_2cnn").parameters()["n_conv"] == 2 and MODELS.get("kubo_sbn_mlp").parameters() == {
+        "input_shape": (1, 28, 28),
+        "num_classes": 10,
+        "n_conv": 0,
+        "hidden": 100,
+        "activation": "ste",
+        "dropout": 0.0,
+        "test_dropout": False,
+        "slope_rate": 0.04,
+        "max_slope": 5.0,
+        "sample_at_eval": True,
+    }
+    with pytest.raises(InvalidParameterError, match="'hiden' parameter of model 'kubo_sbn_mlp'"):
+        create_model("kubo_sbn_mlp", hiden=10)
+
+
+def test_mechanism_modules_know_nothing_of_reports():
+    from test_architecture import upward_imports
+
+    for name in ("stochastic", "sgbn"):
+        text = (REPO / "src" / "neurorobust" / "mechanisms" / f"{name}.py").read_text()
+        assert "__main__" not in text, name  # no script: the report is report/families/stochastic.py
+        assert upward_imports(text, f"neurorobust.mechanisms.{name}") == []
+        assert "data.search" not in text and "REPO_ROOT" not in text, name  # claims are the report's business
+
+
+def _kubo_store_rows(store, tmp_path):
+    """A tiny chapter-3 store: two seeds of REINFORCE-1CNN and 1CNN, an EOT/BPDA variant, a checklist verdict."""
+    import json
+
+    from neurorobust.store import ResultRow
+
+    values = {  # (model, attack, eps) -> per-seed accuracy
+        ("REINFORCE-1CNN", "clean", None): [0.91, 0.93],
+        ("REINFORCE-1CNN", "fgsm-1draw", 0.09): [0.85, 0.88],
+        ("REINFORCE-1CNN", "fgsm-1draw", 0.25): [0.6, 0.7],
+        ("1CNN", "clean", None): [0.95, 0.94],
+        ("1CNN", "fgsm-1draw", 0.25): [0.001, 0.0],
+        ("1CNN dropout 50%", "fgsm-1draw", 0.25): [0.002],
+        ("REINFORCE-1CNN [EOT/BPDA]", "fgsm", 0.25): [0.283],
+    }
+    (tmp_path / "checkpoints").mkdir()
+    for seed in (0, 1):
+        for i, label in enumerate(("REINFORCE-1CNN", "1CNN", "1CNN dropout 50%", "REINFORCE-1CNN [EOT/BPDA]")):
+            rows = [
+                ResultRow("stochastic_mnist", m, "mnist", a, "accuracy", v[seed], n=100, eps=e, seed=seed)
+                for (m, a, e), v in values.items()
+                if m == label and seed < len(v)
+            ]
+            if label.endswith("[EOT/BPDA]") and seed == 0:
+                params = {"verdict": "masking suspected: incomplete-optimisation"}
+                rows.append(
+                    ResultRow(
+                        "stochastic_mnist", label, "mnist", "checklist", "masking_suspected", 1.0, params=params, seed=0
+                    )
+                )
+            if not rows:
+                continue
+            key = f"train-{i}-{seed}"
+            meta = {"spec": {"seed": seed}, "history": [{"train_acc": 0.5}, {"train_acc": 0.9 + 0.02 * seed}]}
+            (tmp_path / "checkpoints" / f"{key}.json").write_text(json.dumps(meta))
+            store.record_run(
+                "stochastic_mnist", "evaluate", spec={"label": label}, train_key=key, eval_key=None, rows=rows
+            )
+    return values
+
+
+def test_stochastic_reporter_tables_show_the_store_rows_and_the_thesis_claims(store, tmp_path):
+    from neurorobust.report.build import latest_rows
+    from neurorobust.report.families import REPORTERS, ReportContext, reporters
+    from neurorobust.report.families.stochastic import thesis_claims
+
+    values = _kubo_store_rows(store, tmp_path)
+    rows = latest_rows(store.results(experiment="stochastic_mnist", done_only=True))
+    out = tmp_path / "report"
+    ctx = ReportContext("stochastic_mnist", store, out, rows, runs_dir=tmp_path)
+    reporter = REPORTERS.create("stochastic")
+    assert any(r.name == "stochastic" for r in reporters()) and reporter.applies(ctx)
+    for other in ("cerebellum_mnist", "no_such_experiment"):
+        assert not reporter.applies(ReportContext(other, store, out, []))
+    assert reporter.applies(ReportContext("sgbn_mnist", store, out, []))
+    items = reporter.items(ctx)
+    tables = {title: payload for kind, title, payload in items if kind == "table"}
+    header, body = tables["stochastic_mnist: chapter-3 networks (accuracy %, mean ± sd over seeds)"]
+    table = {row[0]: dict(zip(header, row, strict=True)) for row in body}
+    assert list(table) == ["REINFORCE-1CNN", "1CNN", "1CNN dropout 50%"]  # binary networks first, no EOT rows
+
+    def shown(model, attack, eps):  # mean ± sample sd over the store's per-seed rows, in %
+        per_seed = [
+            r["value"]
+            for r in store.results(experiment="stochastic_mnist", model=model, attack=attack)
+            if r["eps"] == eps
+        ]
+        assert per_seed == values[(model, attack, eps)]
+        mean = sum(per_seed) / len(per_seed)
+        if len(per_seed) == 1:
+            return f"{100 * mean:.1f}"
+        sd = math.sqrt(sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1))
+        return f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+    reinforce = table["REINFORCE-1CNN"]
+    assert reinforce["test acc"] == shown("REINFORCE-1CNN", "clean", None) == "92.0 ± 1.4"
+    assert reinforce["FGSM 1 draw, eps .09"] == shown("REINFORCE-1CNN", "fgsm-1draw", 0.09)
+    assert reinforce[".25"] == shown("REINFORCE-1CNN", "fgsm-1draw", 0.25) == "65.0 ± 7.1"
+    assert reinforce["FGSM EOT/BPDA .25"] == shown("REINFORCE-1CNN [EOT/BPDA]", "fgsm", 0.25) == "28.3"
+    assert reinforce["PGD-20 EOT/BPDA .25"] == "—" and reinforce[".13"] == "—"
+    assert reinforce["checklist (seed 0)"] == "masking suspected: incomplete-optimisation"
+    assert reinforce["train acc (last epoch)"] == "91.0 ± 1.4"  # last epoch's train_acc of both seeds' checkpoints
+    assert table["1CNN"]["test acc"] == shown("1CNN", "clean", None)
+    assert table["1CNN dropout 50%"][".25"] == shown("1CNN dropout 50%", "fgsm-1draw", 0.25) == "0.2"
+    # the thesis' columns are the claims file's numbers for this experiment
+    claims = {(c.model, c.attack, c.eps): c for _, c in thesis_claims("stochastic_mnist") if c.kind == "absolute"}
+    clean = claims[("REINFORCE-1CNN", "clean", None)]
+    assert reinforce["thesis test"] == f"{clean.value:g} ± {clean.sd:g}"
+    fgsm = claims[("REINFORCE-1CNN", "fgsm-1draw", 0.25)]
+    assert reinforce["thesis .25"] == f"{fgsm.value:g} ± {fgsm.sd:g}" and table["1CNN"]["thesis .25"] == "—"
+    # the claims table with the rule applied at this scale
+    (claims_title,) = [t for t in tables if t.startswith("Claims of the thesis")]
+    head, claim_rows = tables[claims_title]
+    by_id = {r[0]: dict(zip(head, r, strict=True)) for r in claim_rows}
+    row = by_id["ch3-reinforce-1cnn-fgsm-0.25-tier"]
+    assert row["verdict"] == "not comparable" and float(row["ours"]) == pytest.approx(65.0)
+    assert row["rule applied at this scale"] == "not reproduced"  # |65 - 78.2| > max(2 * 2.4, 3)
+    figures = [payload for kind, _, payload in items if kind == "figure"]
+    assert figures == ["binary.png", "dropout.png", "l1.png", "l2.png"]
+    assert all((out / f).is_file() for f in figures)
+
+
+def test_stochastic_reporter_chapter_4_tables_and_figures(store, tmp_path):
+    from neurorobust.report.build import latest_rows
+    from neurorobust.report.families import REPORTERS, ReportContext
+    from neurorobust.store import ResultRow
+
+    sgbn, exp = "SGBN (reduced gate)", "sgbn_mnist"
+    values = {
+        (sgbn, "clean", None): [0.96],
+        (sgbn, "fgsm-1draw", 0.1): [0.5],
+        (sgbn, "fgsm-1draw", 0.3): [0.07, 0.09],
+        (sgbn, "bim-1draw", 0.1): [0.377],
+        (sgbn, "ill-1draw", 0.1): [0.665],
+        ("CNN", "fgsm-1draw", 0.3): [0.01],
+        ("CNN", f"transfer from {sgbn} (1 draw)", 0.3): [0.279],
+    }
+    for seed in (0, 1):
+        rows = [
+            ResultRow(exp, m, "mnist", a, "accuracy", v[seed], n=100, eps=e, seed=seed)
+            for (m, a, e), v in values.items()
+            if seed < len(v)
+        ]
+        store.record_run(exp, "evaluate", spec={}, train_key=None, eval_key=None, rows=rows)
+    rows = latest_rows(store.results(experiment=exp, done_only=True))
+    ctx = ReportContext(exp, store, tmp_path, rows)
+    items = REPORTERS.create("stochastic").items(ctx)
+    tables = {title: payload for kind, title, payload in items if kind == "table"}
+    header, body = tables[f"{exp}: Table 4.11 (accuracy %, mean ± sd over seeds)"]
+    table = {row[0]: dict(zip(header, row, strict=True)) for row in body}
+    assert list(table) == [sgbn, "CNN"]
+    assert table[sgbn][".3 (thesis)"].startswith("8.0 ± 1.4 (")  # mean ± sd of 0.07 and 0.09
+    assert table[sgbn]["FGSM 1 draw .1 (thesis)"].startswith("50.0 (")
+    header, body = tables[f"{exp}: BIM and ILL, T = 10 (Fig. 4.4)"]
+    (bim,) = body  # the one model with BIM rows
+    assert dict(zip(header, bim, strict=True))["BIM 1 draw 0.1"] == "37.7"
+    header, body = tables[f"{exp}: FGSM eps 0.3 transferred between models (Table 4.8; ours (thesis))"]
+    assert {r[0]: r[1] for r in body}["CNN"] == "27.9 (—)"  # ours from SGBN (the thesis has no CNN target)
+    figures = [payload for kind, _, payload in items if kind == "figure"]
+    assert figures == ["fgsm_one_draw.png", "bim_one_draw.png", "ill_one_draw.png"]
+    assert all((tmp_path / f).is_file() for f in figures)

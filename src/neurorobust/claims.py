@@ -153,7 +153,8 @@ def load_claims(path: str | Path) -> ClaimsFile:
 
 
 def _tolerance(claim: Claim) -> float:
-    assert claim.value is not None
+    if claim.value is None:
+        raise SpecError(f"claim {claim.id!r}: a {claim.kind} claim needs a value")
     base = {"percent": 3.0, "fraction": 0.03}.get(claim.unit, 0.03 * abs(claim.value))
     return max(2 * claim.sd, base)
 
@@ -175,7 +176,8 @@ def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Ju
         return Judgement(claim, ours, "not judged", None)
     if ours is None or (isinstance(ours, float) and math.isnan(ours)):
         return Judgement(claim, ours, "not run", None)
-    assert claim.value is not None
+    if claim.value is None:
+        raise SpecError(f"claim {claim.id!r}: a {claim.kind} claim needs a value")
     if claim.kind in ("relative", "direction"):
         if baseline is None or baseline == 0:
             return Judgement(claim, None, "not run", None)

@@ -467,9 +467,17 @@ def report(
     name: Annotated[str, typer.Argument(help="experiment name, or 'all'")] = "all",
     store: StoreOpt = None,
     out: Annotated[Path, typer.Option(help="report folder root")] = Path("reports"),
+    figures_to: Annotated[
+        Path | None,
+        typer.Option(help="also copy every figure to DIR/<experiment>_<file> (the docs: docs/figures)"),
+    ] = None,
 ) -> None:
-    """Write reports/NAME/report.md and index.html (figures, tables, checklist) from the store."""
+    """Write reports/NAME/report.md and index.html (figures, tables, checklist) from the store.
+
+    Every paper's figures come from its reporter (report/families/); ``--figures-to docs/figures``
+    regenerates the docs' figures from the same code."""
     from .report import build_report
+    from .report.build import copy_figures
     from .store import ResultsStore, default_store_path
 
     path = store or default_store_path()
@@ -477,7 +485,11 @@ def report(
         raise SpecError(f"No results store at {path}. Run `neurorobust evaluate SPEC` or `make demo` first.")
     with ResultsStore(path) as st:
         folder = build_report(st, name, out)
+        experiments = st.experiments() if name == "all" else [name]
     console.print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")
+    if figures_to is not None:
+        copied = copy_figures(folder, experiments, figures_to)
+        console.print(f"{len(copied)} figures copied to {figures_to}/")
 
 
 @app.command("spectrum")
@@ -492,7 +504,8 @@ def spectrum_cmd(
     full: FullOpt = False,
 ) -> None:
     """Alpha of a layer's covariance spectrum for SPEC's model(s) (trained or loaded from the cache), and a plot."""
-    from .mechanisms.spectra import plot_spectra, spectra_of_spec
+    from .experiments.spectra import spectra_of_spec
+    from .report.families.hebbian import plot_spectra
     from .specs import load_spec
 
     try:

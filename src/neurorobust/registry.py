@@ -29,7 +29,33 @@ from typing import Any
 
 from .errors import InvalidParameterError, UnknownNameError
 
-__all__ = ["Entry", "Registry"]
+__all__ = ["Entry", "Registry", "signature_of"]
+
+
+def signature_of(
+    target: Callable[..., Any], *, drop: tuple[str, ...] = (), returns: Any = inspect.Signature.empty
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: give a thin registered constructor that forwards ``**kwargs`` the signature of ``target``.
+
+    timm's ``register_model`` functions forward their keywords instead of copying the network's
+    parameters; the copied ``__signature__`` (less ``drop``, e.g. the parameters the forwarder fixes
+    itself) lets :meth:`Registry.create` list the defaults and reject any key ``target`` does not take.
+
+    >>> class Net:
+    ...     def __init__(self, width: int = 8, depth: int = 2) -> None: ...
+    >>> @signature_of(Net, drop=("depth",))
+    ... def net(**kwargs): return Net(depth=3, **kwargs)
+    >>> str(inspect.signature(net))
+    '(width: int = 8)'
+    """
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        sig = inspect.signature(target)
+        params = [p for p in sig.parameters.values() if p.name not in drop]
+        fn.__signature__ = sig.replace(parameters=params, return_annotation=returns)  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import ModelOutputError
+from ..errors import InvalidParameterError, ModelOutputError
 from ..validation import Interval, Options
 from .base import (
     Attack,
@@ -151,7 +151,8 @@ class APGD(Attack):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        assert eps is not None
+        if eps is None:  # the base passes a budget to every bounded attack
+            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
         if self.loss == "dlr":
             require_classes(self, model, x, 3, "loss='dlr'")
         best = x.clone()
@@ -362,7 +363,8 @@ class APGDT(APGD):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        assert eps is not None
+        if eps is None:  # the base passes a budget to every bounded attack
+            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
         n_classes = require_classes(self, model, x, 4, "the targeted DLR loss of apgd-t")
         n_targets = min(self.n_target_classes, n_classes - 1)
         with torch.no_grad():

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import InvalidParameterError
 from ..modes import eval_mode
 from ..validation import Interval, Options
 from .base import Attack, _expand, _flat, _rand, _randn, draw_correct, input_gradient, lp_norm, target_classes
@@ -205,7 +206,8 @@ class FAB(Attack):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        assert eps is not None
+        if eps is None:  # the base passes a budget to every bounded attack
+            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
         norm = self.norm or "linf"
         with eval_mode(model), torch.no_grad():
             logits = self._logits(model, x)

@@ -86,7 +86,8 @@ class IterativeGradient(Attack):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        assert eps is not None  # bounded: the base guarantees an eps
+        if eps is None:  # the base passes a budget to every bounded attack
+            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
         cfg = self._config()
         if cfg.loss == "dlr":
             require_classes(self, model, x, 3, "loss='dlr'")

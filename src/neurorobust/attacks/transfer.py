@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ..errors import InvalidParameterError
 from ..validation import Type
 from .base import Attack, AttackResult
 from .gradient import PGD
@@ -67,6 +68,7 @@ class Transfer(Attack):
         generator: torch.Generator,
     ) -> torch.Tensor:
         res = self._inner(self.source_model, x, y, eps=eps, generator=generator)
-        assert isinstance(res, AttackResult)
+        if not isinstance(res, AttackResult):
+            raise InvalidParameterError("attack", type(self).__name__, "an attack that returns an AttackResult", res)
         self._extra["source_success"] = res.success
         return res.x_adv

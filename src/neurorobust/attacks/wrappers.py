@@ -122,7 +122,8 @@ class _Wrapper(Attack):
         query_factor: int = 1,
     ) -> torch.Tensor:
         res = self.attack(model, x, y, eps=eps, generator=generator)
-        assert isinstance(res, AttackResult)
+        if not isinstance(res, AttackResult):
+            raise InvalidParameterError("attack", type(self).__name__, "an attack that returns an AttackResult", res)
         self._add_queries(res.queries * query_factor)
         self._extra.update(res.extra)
         return res.x_adv

@@ -239,7 +239,8 @@ def _labels(y: np.ndarray) -> torch.Tensor:
 def _load_idx_dataset(name: str, data_dir: str | os.PathLike[str] | None) -> Dataset:
     info = INFOS[name]
     folder = locate_dataset(name, data_dir)
-    assert folder is not None  # IDX datasets always live in a folder
+    if folder is None:  # IDX datasets always live in a folder; locate_dataset raises first
+        raise DataError(f"{name}: no data folder found")
     parts = {}
     for split, prefix, n in (("train", "train", info.n_train), ("test", "t10k", info.n_test)):
         x = read_idx(
@@ -288,7 +289,8 @@ def load_cifar10(data_dir: str | None = None) -> Dataset:
     """CIFAR-10, 32x32 RGB, 50,000/10,000; the JPEG copy is marked approximate in every result."""
     info = INFOS["cifar10"]
     folder = locate_dataset("cifar10", data_dir)
-    assert folder is not None
+    if folder is None:
+        raise DataError("cifar10: no data folder found")
     if folder.name == "cifar-10-batches-bin" or (folder / "test_batch.bin").is_file():
         parts = _read_cifar_binary(folder)
         info = DatasetInfo(**{**info.__dict__, "approximate": False, "note": "original binary release"})
@@ -303,7 +305,8 @@ def load_caltech10(data_dir: str | None = None) -> Dataset:
     """Ten Caltech-101 classes at 128x128 RGB, 2,433/611, imbalanced (stand-in for ImageNet10)."""
     info = INFOS["caltech10"]
     folder = locate_dataset("caltech10", data_dir)
-    assert folder is not None
+    if folder is None:
+        raise DataError("caltech10: no data folder found")
     names = tuple((folder / "classes.txt").read_text().split())
     if names != info.classes:
         raise DataError(f"{folder / 'classes.txt'}: classes {names} differ from the expected {info.classes}.")

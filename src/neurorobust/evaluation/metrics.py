@@ -15,9 +15,7 @@ import torch
 __all__ = [
     "accuracy",
     "adversarial_accuracy",
-    "attack_success_rate",
     "balanced_accuracy",
-    "jsma_score",
     "mean_sd",
     "median_finite",
     "median_min_eps",
@@ -76,12 +74,6 @@ def robust_accuracy(clean_correct: torch.Tensor, success: torch.Tensor) -> float
     return float((clean_correct & ~success).float().mean())
 
 
-def attack_success_rate(clean_correct: torch.Tensor, success: torch.Tensor) -> float:
-    """Fraction of the clean-correct inputs that the attack fools."""
-    n = int(clean_correct.sum())
-    return float((success & clean_correct).sum()) / n if n else float("nan")
-
-
 def adversarial_accuracy(n_clean_errors: int, n_successes: int, n: int) -> float:
     """Foveation thesis: ``1 - (M + A) / N`` with M clean errors and A successful attacks."""
     return 1.0 - (n_clean_errors + n_successes) / n if n else float("nan")
@@ -118,11 +110,6 @@ def perturbation_score(l2: torch.Tensor, success: torch.Tensor, dim: int) -> flo
     """
     d = _np(l2).astype(float)[_np(success).astype(bool)]
     return float(np.median(d**2) / dim) if d.size else float("nan")
-
-
-def jsma_score(l2: torch.Tensor, success: torch.Tensor, dim: int) -> float:
-    """JSMA's score as the sleep paper defines it: the same median squared L2 / N."""
-    return perturbation_score(l2, success, dim)
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:

@@ -22,12 +22,12 @@ from ..errors import InvalidParameterError
 from ..specs import EvalSpec
 from ..store import ResultRow, ResultsStore
 from ..training.loop import predict_logits
+from ..types import ProgressFn
 from .checklist import CheckResult
 from .metrics import balanced_accuracy, class_balanced_mean, wilson_interval
+from .runs import point_correct
 
 __all__ = ["Evaluation", "accuracy_row", "evaluate", "evaluate_into_store", "evaluation_subset"]
-
-ProgressFn = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -156,8 +156,6 @@ def evaluate(
             # one forward pass is one draw; a model that draws one mask per batch (DropConnect) would make the
             # clean row a single coin flip for the whole batch, so clean accuracy is the mean over draws, as the
             # attack rows' accuracy (DESIGN §5.8); the one pass stays as accuracy_single_draw
-            from .attack_suite import point_correct
-
             mean_correct = point_correct(model, x, y, spec.eot_draws, spec.batch_size)
             params = {"draws": spec.eot_draws}
             seconds = time.perf_counter() - start

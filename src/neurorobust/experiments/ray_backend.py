@@ -82,7 +82,8 @@ def run_ray_tasks(
 
 def _previous_points(store: ResultsStore, experiment: str, spec: ExperimentSpec) -> tuple[list[dict], list[float]]:
     """Configurations a killed Bayesian search already finished (for every seed), with their objectives."""
-    assert spec.sweep is not None and spec.sweep.search is not None
+    if spec.sweep is None or spec.sweep.search is None:
+        raise NeuroRobustError(f"{spec.name}: a search needs a [sweep.search] table")
     objective = spec.sweep.search.objective
     by_config: dict[str, list[float]] = {}
     configs: dict[str, dict[str, Any]] = {}
@@ -144,7 +145,8 @@ def run_bayes(
         from ray.tune.search.optuna import OptunaSearch
     except ImportError:
         raise NeuroRobustError("Bayesian search needs Ray Tune and Optuna: pip install 'neurorobust[ray]'.") from None
-    assert spec.sweep is not None and spec.sweep.search is not None
+    if spec.sweep is None or spec.sweep.search is None:
+        raise NeuroRobustError(f"{spec.name}: a search needs a [sweep.search] table")
     search, seeds = spec.sweep.search, list(spec.sweep.seeds)
     base = spec.model_dump(mode="json")
     space: dict[str, Any] = {}

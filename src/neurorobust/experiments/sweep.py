@@ -34,11 +34,9 @@ import numpy as np
 from ..errors import InvalidParameterError, SpecError
 from ..specs import ExperimentSpec, ObjectiveSpec, RangeSpec, _deep_merge, eval_key, parse_spec, train_key
 from ..store import ResultsStore, code_version, package_versions
+from ..types import ProgressFn
 
 __all__ = ["SweepReport", "Variant", "expand_sweep", "run_sweep", "run_variant"]
-
-ProgressFn = Callable[[dict[str, Any]], None]
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -133,7 +131,8 @@ def sample_space(space: dict[str, RangeSpec], n: int, seed: int) -> list[dict[st
             if r.choices is not None:
                 point[key] = r.choices[int(rng.integers(len(r.choices)))]
                 continue
-            assert r.low is not None and r.high is not None
+            if r.low is None or r.high is None:
+                raise SpecError(f"[sweep.search] {key}: give choices, or low and high")
             if r.log:
                 value = float(math.exp(rng.uniform(math.log(r.low), math.log(r.high))))
             else:

@@ -12,7 +12,13 @@ __all__ = ["MECHANISMS"]
 
 MECHANISMS = Registry("mechanism")
 
-from ..training import adversarial as _adversarial  # noqa: E402,F401  (registers "finetune")
+from ..training.adversarial import finetune as _finetune  # noqa: E402
+
+# Adversarial fine-tuning lives with the training loop (it is training, not a mechanism); the sleep
+# paper's baseline registers it here so that the mechanism layer sits above training, never beside it.
+MECHANISMS.register("finetune", paper="Tadros et al. 2020, ICLR (adversarial fine-tuning baseline, as coded)")(
+    _finetune
+)
 from . import cerebellum as _cerebellum  # noqa: E402,F401
 from . import distillation as _distillation  # noqa: E402,F401  (registers "distillation")
 from . import foveation as _foveation  # noqa: E402,F401

@@ -57,10 +57,8 @@ synaptic connectivity. Neuron 93:1153-1164.
 from __future__ import annotations
 
 import math
-import re
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -69,7 +67,9 @@ from torch import nn
 from ..errors import InvalidParameterError
 from ..models import MODELS
 from ..models.base import ImageModel
+from ..registry import signature_of
 from ..training.loop import fit
+from ..types import ProgressFn
 from ..validation import Constraint, Interval, Options, Type, validate_params
 from . import MECHANISMS
 
@@ -77,7 +77,6 @@ __all__ = [
     "BACKENDS",
     "FUSED_MAX_K",
     "LTD",
-    "SWEEP_LABEL",
     "CerebellumNet",
     "FrozenEncoder",
     "GranuleLayer",
@@ -85,8 +84,6 @@ __all__ = [
     "cerebellum_head",
     "draw_granule_inputs",
     "fused_available",
-    "parse_sweep_label",
-    "sweep_report_items",
     "synapse_budget_width",
 ]
 
@@ -533,39 +530,17 @@ class CerebellumNet(ImageModel):
 
 
 @MODELS.register("cerebellum", paper=_PAPER)
-def cerebellum(
-    input_shape: Sequence[int] = (1, 28, 28),
-    num_classes: int = 10,
-    m: int = 200_000,
-    k: int = 4,
-    ltd: bool = True,
-    fc: bool = False,
-    beta: float = 0.99,
-    unique: bool = False,
-    seed: int | None = None,
-    backend: str = "auto",
-) -> nn.Module:
+@signature_of(CerebellumNet, drop=("encoder", "d"), returns=nn.Module)
+def cerebellum(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10, **kwargs: Any) -> nn.Module:
     """Granule layer (k random inputs per cell, or fully connected) + optional LTD + Purkinje read-out.
 
     Table 2: Base = ``fc=True, m=5970, ltd=False``; Base + LTD = ``fc=True, m=5970``; Base + RC =
     ``k=4, m=200000, ltd=False``; Cerebellum = ``k=4, m=200000`` (the defaults). Train with
-    ``loss = "mse"``, ``optimizer = "rmsprop"``, ``lr = 0.5 / m``, batch 50, 10 epochs.
+    ``loss = "mse"``, ``optimizer = "rmsprop"``, ``lr = 0.5 / m``, batch 50, 10 epochs. Parameters:
+    :class:`CerebellumNet`'s but ``encoder`` and ``d``.
     """
-    return CerebellumNet(
-        input_shape,
-        num_classes,
-        m=m,
-        k=k,
-        ltd=ltd,
-        fc=fc,
-        beta=beta,
-        unique=unique,
-        seed=seed,
-        backend=backend,
-    )
+    return CerebellumNet(input_shape, num_classes, **kwargs)
 
-
-ProgressFn = Callable[[dict[str, Any]], None]
 
 _HEAD_CONSTRAINTS: dict[str, Constraint] = {
     "m": Interval(int, 1, None),
@@ -595,41 +570,24 @@ def _encoder_of(model: nn.Module) -> tuple[nn.Module, int]:
     return enc, int(d)
 
 
-def _head_architecture(
-    model: nn.Module,
-    data: Any = None,
-    *,
-    m: int = 200_000,
-    k: int = 4,
-    ltd: bool = True,
-    fc: bool = False,
-    beta: float = 0.99,
-    unique: bool = False,
-    seed: int = 0,
-    **_: Any,
-) -> CerebellumNet:
+#: The parameters of ``cerebellum_head`` that shape the :class:`CerebellumNet` it trains.
+_HEAD_NET_PARAMS = ("m", "k", "ltd", "fc", "beta", "unique")
+
+
+def _head_architecture(model: nn.Module, data: Any = None, *, seed: int = 0, **params: Any) -> CerebellumNet:
+    """The untrained head on a frozen copy of ``model``'s encoder, from ``cerebellum_head``'s parameters
+    (its training settings are ignored; the granule layer's defaults are :class:`CerebellumNet`'s)."""
     import copy
 
     enc, d = _encoder_of(model)
     input_shape = getattr(model, "input_shape", None) or tuple(data.input_shape)
     num_classes = int(getattr(model, "num_classes", 0) or data.num_classes)
+    net = {k: v for k, v in params.items() if k in _HEAD_NET_PARAMS}
     # J is drawn from the seed (the runner's global seed may be another), without resetting the
     # caller's global generator
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CerebellumNet(
-            input_shape,
-            num_classes,
-            m=m,
-            k=k,
-            ltd=ltd,
-            fc=fc,
-            beta=beta,
-            unique=unique,
-            seed=None,
-            encoder=FrozenEncoder(copy.deepcopy(enc)),
-            d=d,
-        )
+        return CerebellumNet(input_shape, num_classes, **net, seed=None, encoder=FrozenEncoder(copy.deepcopy(enc)), d=d)
 
 
 @MECHANISMS.register("cerebellum_head", paper=_PAPER + "; CIFAR-10 heads on a frozen VGG trunk")
@@ -730,179 +688,3 @@ def cerebellum_head(
 
 
 cerebellum_head.architecture = _head_architecture  # type: ignore[attr-defined]  # builds the shape to load a checkpoint into
-
-
-# ------------------------------------------------------------------------------------ sweep report
-
-#: Labels of ``configs/cerebellum_sweeps.toml``: "fc m=5000", "rc+ltd k=4 m=50000 b1 (reduced)", ...
-SWEEP_LABEL = re.compile(
-    r"^(?P<kind>fc|rc)(?P<ltd>\+ltd)? (?:k=(?P<k>\d+) )?m=(?P<m>\d+)(?: b(?P<batch>\d+))?(?: \((?P<tier>[^)]*)\))?$"
-)
-
-_SWEEP_COLUMNS = (
-    ("clean", None, "clean"),
-    ("fgsm", 0.1, "FGSM 0.1"),
-    ("pgd-0.01", 0.1, "PGD (0.01) 0.1"),
-    ("pgd-0.1", 0.1, "PGD (0.1) 0.1"),
-    ("worst-case", 0.1, "worst case 0.1"),
-    ("pgd-0.01", 0.3, "PGD (0.01) 0.3"),
-)
-
-
-def parse_sweep_label(label: str) -> dict[str, Any] | None:
-    """``{"kind", "ltd", "k", "m", "batch", "tier"}`` of a cerebellum sweep label, or ``None``.
-
-    >>> parse_sweep_label("rc+ltd k=4 m=50000 b1 (reduced)")["k"]
-    4
-    """
-    match = SWEEP_LABEL.match(label)
-    if match is None:
-        return None
-    g = match.groupdict()
-    return {
-        "kind": g["kind"],
-        "ltd": g["ltd"] is not None,
-        "k": int(g["k"]) if g["k"] else None,
-        "m": int(g["m"]),
-        "batch": int(g["batch"]) if g["batch"] else None,
-        "tier": g["tier"],
-    }
-
-
-def sweep_report_items(
-    rows: list[dict[str, Any]], outdir: str | Path, paper: dict[tuple[str, str, float | None], float] | None = None
-) -> list[tuple[str, str, Any]]:
-    """The report's width / sparsity / batch section for the cerebellum sweeps (Table 6, Fig. 2, Table 7).
-
-    ``rows`` are the report's per-model rows (seeds averaged); ``paper`` maps (model label, attack, eps)
-    to the paper's accuracy in % (from ``claims/cerebellum.toml``). Returns ``(kind, title, payload)``
-    items: three tables (width m, sparsity k at the synapse budget, batch 50 vs batch 1) and a figure
-    of robust accuracy vs m and vs k (``cerebellum_sweeps.png`` in ``outdir``); empty when no row has
-    a sweep label. Models evaluated with the full suite only ("(..., full suite)") join the batch table.
-    """
-    paper = paper or {}
-    value: dict[tuple[str, str, float | None], float] = {}
-    labels: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        info = parse_sweep_label(r["model"])
-        if info is None or r["metric"] != "accuracy" or r["value"] is None:
-            continue
-        labels[r["model"]] = info
-        value[(r["model"], r["attack"], r["eps"])] = 100 * r["value"]
-    if not labels:
-        return []
-
-    def cell(label: str, attack: str, eps: float | None) -> str:
-        ours = value.get((label, attack, eps))
-        theirs = paper.get((label, attack, eps))
-        text = "—" if ours is None else f"{ours:.1f}"
-        return text + (f" / {theirs:g}" if theirs is not None else "")
-
-    header_tail = [name for _, _, name in _SWEEP_COLUMNS]
-    items: list[tuple[str, str, Any]] = []
-    plain = {lab: i for lab, i in labels.items() if i["batch"] is None and (i["tier"] in (None, "reduced"))}
-    width = sorted((i["ltd"], i["m"], lab) for lab, i in plain.items() if i["kind"] == "fc")
-    sparse = sorted((i["ltd"], i["k"], lab) for lab, i in plain.items() if i["kind"] == "rc")
-    batch = sorted((i["batch"] or 0, i["tier"] or "", lab) for lab, i in labels.items() if i["batch"] is not None)
-    note = (
-        " (ours / the paper's Table 6 or 7 row of that name; reduced rows are not comparable: fewer epochs, smaller m)"
-    )
-    if width:
-        body = [
-            [lab, "yes" if ltd else "no", f"{m:,}"] + [cell(lab, a, e) for a, e, _ in _SWEEP_COLUMNS]
-            for ltd, m, lab in width
-        ]
-        items.append(
-            (
-                "table",
-                "Width sweep, fully connected granule layer: accuracy (%)" + note,
-                (["model", "LTD", "m", *header_tail], body),
-            )
-        )
-    if sparse:
-        body = [
-            [lab, "yes" if ltd else "no", str(k), f"{labels[lab]['m']:,}"]
-            + [cell(lab, a, e) for a, e, _ in _SWEEP_COLUMNS]
-            for ltd, k, lab in sparse
-        ]
-        items.append(
-            (
-                "table",
-                "Sparsity sweep at a fixed synapse budget: accuracy (%)" + note,
-                (["model", "LTD", "k", "m", *header_tail], body),
-            )
-        )
-    if batch:
-        columns = [*_SWEEP_COLUMNS, ("apgd-dlr", 0.1, "APGD-DLR 0.1"), ("square", 0.1, "Square 0.1")]
-        body = [[lab, str(b)] + [cell(lab, a, e) for a, e, _ in columns] for b, _, lab in batch]
-        items.append(
-            (
-                "table",
-                "Training batch 50 vs batch 1 (Table 7): accuracy (%)" + note,
-                (["model", "batch"] + [name for _, _, name in columns], body),
-            )
-        )
-    fig = _sweep_figure(width, sparse, value, paper, Path(outdir) / "cerebellum_sweeps.png")
-    if fig is not None:
-        items.append(("figure", "Robust accuracy at eps 0.1 vs width m and vs inputs per cell k", fig.name))
-    return items
-
-
-def _sweep_figure(
-    width: list[tuple[bool, int, str]],
-    sparse: list[tuple[bool, int, str]],
-    value: dict[tuple[str, str, float | None], float],
-    paper: dict[tuple[str, str, float | None], float],
-    path: Path,
-) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = [
-        (p, x)
-        for p, x in (
-            (width, "granule cells m (fully connected)"),
-            (sparse, "inputs per cell k (m at a fixed synapse budget)"),
-        )
-        if p
-    ]
-    if not panels:
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.9), dpi=110, squeeze=False)
-    for ax, (points, xlabel) in zip(axes[0], panels, strict=True):
-        for ltd, colour in ((False, "tab:blue"), (True, "tab:red")):
-            series = [(x, lab) for l_, x, lab in points if l_ == ltd]
-            if not series:
-                continue
-            name = "+ LTD" if ltd else "no LTD"
-            for attack, style, what in (
-                ("pgd-0.01", "-o", "PGD (0.01), ours"),
-                ("worst-case", ":s", "worst case, ours"),
-            ):
-                pts = [(x, value[(lab, attack, 0.1)]) for x, lab in series if (lab, attack, 0.1) in value]
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), style, color=colour, ms=4, label=f"{name}: {what}")
-            pts = [(x, paper[(lab, "pgd-0.01", 0.1)]) for x, lab in series if (lab, "pgd-0.01", 0.1) in paper]
-            if pts:
-                ax.plot(
-                    *zip(*pts, strict=True),
-                    "--^",
-                    color=colour,
-                    mfc="none",
-                    ms=5,
-                    alpha=0.7,
-                    label=f"{name}: PGD, paper",
-                )
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("accuracy at eps 0.1 (%)")
-        ax.set_ylim(-2, 102)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -65,7 +65,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -74,8 +74,11 @@ from torch import nn
 from ..errors import InvalidParameterError
 from ..models import MODELS
 from ..models.base import ImageModel
+from ..registry import signature_of
 from ..training.loop import lr_at
+from ..types import ProgressFn
 from ..validation import Constraint, Interval, Options, validate_params
+from .spectra import SpectralRegulariser, alpha_rows, jacobian_penalty
 
 __all__ = [
     "FLUSH",
@@ -89,7 +92,6 @@ __all__ = [
     "kh_increment",
     "kh_increment_loop",
     "normalised_step",
-    "plot_weights",
     "prune_unconverged",
     "signed_power",
     "sparse_step",
@@ -459,7 +461,7 @@ class KrotovHopfieldLayer(nn.Module):
         batch_size: int = 100,
         lr: float = 0.04,
         seed: int = 0,
-        progress: Callable[[dict[str, Any]], None] | None = None,
+        progress: ProgressFn | None = None,
     ) -> dict[str, Any]:
         """Learn from the rows of ``v`` (N, D), reshuffled every epoch, lr annealed linearly to 0.
 
@@ -563,8 +565,6 @@ class _HiddenLayerModel(ImageModel):
     def evaluation_rows(self, dataset: Any) -> list[dict[str, Any]]:
         """Rows the evaluation stores with this model's results: alpha of the ``hidden`` layer's
         pre-activations over (up to ``spectrum_samples``) images of the evaluated split."""
-        from .spectra import alpha_rows
-
         return alpha_rows(self, dataset, layer=self.spectrum_layer, max_samples=self.spectrum_samples)
 
 
@@ -655,21 +655,8 @@ class HebbianNet(_HiddenLayerModel):
     ) -> None:
         if preset not in PRESETS:
             raise InvalidParameterError("preset", "HebbianNet", Options(list(PRESETS)).describe(), preset)
-        given = {
-            "hidden": hidden,
-            "p": p,
-            "k": k,
-            "delta": delta,
-            "radius": radius,
-            "power": power,
-            "input_norm": input_norm,
-            "init_std": init_std,
-            "unsup_epochs": unsup_epochs,
-            "unsup_batch": unsup_batch,
-            "unsup_lr": unsup_lr,
-            "prune": prune,
-        }
-        cfg = {**PRESETS[preset], **{key: val for key, val in given.items() if val is not None}}
+        given = {name: value for name, value in locals().items() if name in PRESETS[preset] and value is not None}
+        cfg = {**PRESETS[preset], **given}  # the rule and schedule parameters left at None: the preset's
         validate_params(
             "HebbianNet", self._parameter_constraints, {**cfg, "num_classes": num_classes, "preset": preset}
         )
@@ -713,9 +700,7 @@ class HebbianNet(_HiddenLayerModel):
         self.mechanism_report: dict[str, Any] = {}
 
     @torch.no_grad()
-    def learn_unsupervised(
-        self, x: torch.Tensor, progress: Callable[[dict[str, Any]], None] | None = None
-    ) -> dict[str, Any]:
+    def learn_unsupervised(self, x: torch.Tensor, progress: ProgressFn | None = None) -> dict[str, Any]:
         """Learn the hidden layer from images ``x`` (N, C, H, W) without labels, with the configured
         schedule; returns (and keeps in ``mechanism_report``) the learning summary."""
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) == 0:
@@ -747,47 +732,10 @@ class HebbianNet(_HiddenLayerModel):
 
 
 @MODELS.register("kh_net", paper=_PAPER)
-def kh_net(
-    input_shape: Sequence[int] = (1, 28, 28),
-    num_classes: int = 10,
-    preset: str = "mnist",
-    hidden: int | None = None,
-    p: float | None = None,
-    k: int | None = None,
-    delta: float | None = None,
-    radius: float | None = None,
-    power: float | None = None,
-    input_norm: str | None = None,
-    init_std: float | None = None,
-    unsup_epochs: int | None = None,
-    unsup_batch: int | None = None,
-    unsup_lr: float | None = None,
-    unsup_subset: int | None = None,
-    prune: bool | None = None,
-    readout_bias: bool = True,
-    spectrum_samples: int = 10000,
-) -> nn.Module:
+@signature_of(HebbianNet, returns=nn.Module)
+def kh_net(*args: Any, **kwargs: Any) -> nn.Module:
     """Krotov-Hopfield layer learned without labels (frozen), ReLU^n and a supervised read-out (presets)."""
-    return HebbianNet(
-        input_shape,
-        num_classes,
-        preset=preset,
-        hidden=hidden,
-        p=p,
-        k=k,
-        delta=delta,
-        radius=radius,
-        power=power,
-        input_norm=input_norm,
-        init_std=init_std,
-        unsup_epochs=unsup_epochs,
-        unsup_batch=unsup_batch,
-        unsup_lr=unsup_lr,
-        unsup_subset=unsup_subset,
-        prune=prune,
-        readout_bias=readout_bias,
-        spectrum_samples=spectrum_samples,
-    )
+    return HebbianNet(*args, **kwargs)
 
 
 class HiddenLayerNet(_HiddenLayerModel):
@@ -864,8 +812,6 @@ class HiddenLayerNet(_HiddenLayerModel):
         spectrum_samples: int = 10000,
     ) -> None:
         validate_params("HiddenLayerNet", self._parameter_constraints, locals())
-        from .spectra import SpectralRegulariser
-
         in_features = int(torch.tensor(tuple(input_shape)).prod())
         layer = nn.Linear(in_features, hidden, bias=False)
         nn.init.normal_(layer.weight, 0.0, math.sqrt(2.0 / in_features))  # He init, as coded
@@ -917,8 +863,6 @@ class HiddenLayerNet(_HiddenLayerModel):
         """Training-loop hook: ``strength`` x the regulariser on this batch's hidden layer."""
         if self.regulariser == "none" or self._cache is None:
             return logits.new_zeros(())
-        from .spectra import jacobian_penalty
-
         x, h = self._cache
         self._cache = None
         if self.spectral is not None:
@@ -927,77 +871,7 @@ class HiddenLayerNet(_HiddenLayerModel):
 
 
 @MODELS.register("shlp", paper="Holzhausen et al. (seed 001): backprop single-hidden-layer perceptron (SHLP), as coded")
-def shlp(
-    input_shape: Sequence[int] = (1, 28, 28),
-    num_classes: int = 10,
-    hidden: int = 2000,
-    power: float = 1.0,
-    input_norm: str = "lp",
-    norm_p: float = 3.0,
-    batch_norm: bool = False,
-    regulariser: str = "none",
-    strength: float = 1.0,
-    target_alpha: float = 1.0,
-    tau: int = 1,
-    centred: bool = False,
-    basis_samples: int | None = None,
-    projections: int = 3,
-    readout_bias: bool = True,
-    spectrum_samples: int = 10000,
-) -> nn.Module:
+@signature_of(HiddenLayerNet, returns=nn.Module)
+def shlp(*args: Any, **kwargs: Any) -> nn.Module:
     """Backprop control of the KH net's width (one hidden layer, ReLU^n, read-out); spectral / Jacobian regularisers."""
-    return HiddenLayerNet(
-        input_shape,
-        num_classes,
-        hidden=hidden,
-        power=power,
-        input_norm=input_norm,
-        norm_p=norm_p,
-        batch_norm=batch_norm,
-        regulariser=regulariser,
-        strength=strength,
-        target_alpha=target_alpha,
-        tau=tau,
-        centred=centred,
-        basis_samples=basis_samples,
-        projections=projections,
-        readout_bias=readout_bias,
-        spectrum_samples=spectrum_samples,
-    )
-
-
-def plot_weights(model: nn.Module, path: Any, *, rows: int = 5, cols: int = 10, title: str = "") -> Any:
-    """Draw the first ``rows x cols`` units' synapses of a :class:`HebbianNet` (or the hidden weights of a
-    :class:`HiddenLayerNet`) as images, blue-white-red with a symmetric scale per unit."""
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layer = getattr(model, "hidden", None)
-    weight = getattr(layer, "weight", None)
-    shape = getattr(model, "input_shape", None)
-    if weight is None or shape is None:
-        raise InvalidParameterError("model", "plot_weights", "a kh_net or shlp model", model)
-    c, h, w = shape
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * 0.9 + 0.4), dpi=100, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= weight.shape[0]:
-            continue
-        img = weight[i].detach().cpu().reshape(c, h, w)
-        if c == 1:
-            scale = float(img.abs().max()) or 1.0
-            ax.imshow(img[0].numpy(), cmap="bwr", vmin=-scale, vmax=scale)
-        else:  # colour: min-max per unit, as the authors draw theirs
-            img = img.permute(1, 2, 0)
-            ax.imshow(((img - img.min()) / max(float(img.max() - img.min()), 1e-12)).numpy())
-    fig.suptitle(title or "hidden units' synapses", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return HiddenLayerNet(*args, **kwargs)

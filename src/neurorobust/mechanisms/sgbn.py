@@ -77,7 +77,6 @@ Examples
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -93,7 +92,7 @@ from ..training.adversarial import AdversarialObjective
 from ..training.loop import fit
 from ..validation import AnyOf, Constraint, Interval, Options, Type, validate_params
 from . import MECHANISMS
-from .stochastic import RandomLayer, StochasticBinary, StochasticMixin
+from .stochastic import RandomLayer, StochasticBinary, StochasticMixin, registered_forwarder
 
 __all__ = [
     "BinaryNet",
@@ -728,8 +727,12 @@ class BinaryNet(StochasticMixin, ImageModel):
         for conv, norm, quant, act in zip(self.convs, self.norms, self.quant, self.acts, strict=True):
             x = act(norm(F.conv2d(x, quant(conv.weight), conv.bias, stride=conv.stride, padding=conv.padding)))
         z = x.flatten(1)
-        if self.hidden is not None:
-            assert self.hidden_quant is not None and self.hidden_norm is not None and self.hidden_act is not None
+        if (  # the four are built together (hidden > 0)
+            self.hidden is not None
+            and self.hidden_quant is not None
+            and self.hidden_norm is not None
+            and self.hidden_act is not None
+        ):
             z = self.hidden_act(self.hidden_norm(F.linear(z, self.hidden_quant(self.hidden.weight), self.hidden.bias)))
         return self.out(z)
 
@@ -743,20 +746,9 @@ class BinaryNet(StochasticMixin, ImageModel):
 # --------------------------------------------------------------------------------------------
 
 
-_SGBN_SIGNATURE = inspect.signature(SGBNNet.__init__)
-
-
 def _register(name: str, summary: str, fixed: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
     """Register ``name``: :class:`SGBNNet` with some parameters fixed (the signature lists the others)."""
-
-    def build(*args: Any, **params: Any) -> nn.Module:
-        return SGBNNet(*args, **fixed, **params)
-
-    params = [p for p in _SGBN_SIGNATURE.parameters.values() if p.name != "self" and p.name not in fixed]
-    build.__signature__ = inspect.Signature(params, return_annotation=nn.Module)  # type: ignore[attr-defined]
-    build.__doc__ = summary
-    build.__name__ = name
-    MODELS.register(name, paper=_KUBO4, defaults=defaults)(build)
+    MODELS.register(name, paper=_KUBO4, defaults=defaults)(registered_forwarder(SGBNNet, name, summary, fixed))
 
 
 _register(
@@ -799,20 +791,17 @@ _register(
 )
 
 
-@MODELS.register(
+MODELS.register(
     "sgbn_bnn",
     paper="Galloway, Taylor, Moussa 2018, ICLR (scaled BNN), as Kubo ch. 4 uses it",
     version=2,  # 2: stochastic binarisation on w / alpha, surrogate alpha * clip(w / alpha)
+)(
+    registered_forwarder(
+        BinaryNet,
+        "sgbn_bnn",
+        "BNN (Galloway et al. 2018) on SGBN's main network: binarised weights and activations after the first conv.",
+    )
 )
-def sgbn_bnn(
-    input_shape: Sequence[int] = (1, 28, 28),
-    num_classes: int = 10,
-    arch: str = "auto",
-    quantize: str = "det",
-    hidden: int | None = None,
-) -> nn.Module:
-    """BNN (Galloway et al. 2018) on SGBN's main network: binarised weights and activations after the first conv."""
-    return BinaryNet(input_shape, num_classes, arch=arch, quantize=quantize, hidden=hidden)
 
 
 # --------------------------------------------------------------------------------------------

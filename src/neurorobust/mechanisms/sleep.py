@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,6 +66,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..modes import eval_mode
+from ..types import ProgressFn
 from ..validation import Interval, Options, validate_params
 from ..validation import Sequence as SeqC
 from . import MECHANISMS
@@ -81,8 +82,6 @@ __all__ = [
     "stdp_factor",
     "stdp_update",
 ]
-
-ProgressFn = Callable[[dict[str, Any]], None]
 
 #: The authors' coded parameter sets [f_max, inc, dec, beta_1..beta_3, alpha_scale, steps] (NOTES.md §1).
 #: ``patches`` is our starting point for the 3-layer Patches network: the ICLR Patches parameters are

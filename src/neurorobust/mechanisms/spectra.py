@@ -65,9 +65,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,21 +77,19 @@ from ..modes import eval_mode
 
 __all__ = [
     "DEFAULT_RANKS",
+    "MAX_UNITS",
+    "ZERO",
     "PowerLawFit",
     "Regularised",
     "SpectralRegulariser",
     "SpectrumResult",
     "alpha_rows",
-    "alpha_table",
     "covariance_spectrum",
     "fit_power_law",
     "jacobian_penalty",
+    "layer_module",
     "layer_names",
     "layer_spectrum",
-    "plot_spectra",
-    "report_figures",
-    "report_items",
-    "spectra_of_spec",
     "spectral_distance",
 ]
 
@@ -101,7 +98,7 @@ DEFAULT_RANKS = (11, 500)
 #: Largest layer whose covariance we form (U x U in float64).
 MAX_UNITS = 8192
 #: Eigenvalues below this fraction of lambda_1 count as zero (rank deficiency, round-off).
-_ZERO = 1e-10
+ZERO = 1e-10
 
 
 @dataclass(frozen=True)
@@ -195,7 +192,7 @@ def fit_power_law(eigenvalues: torch.Tensor | Sequence[float], ranks: tuple[int,
     if len(lam) > 1 and bool((lam[1:] > lam[:-1] * (1 + 1e-9) + 1e-300).any()):
         raise InvalidParameterError("eigenvalues", "fit_power_law", "eigenvalues sorted in decreasing order", lam)
     messages: list[str] = []
-    positive = int((lam > _ZERO * lam[0]).sum())
+    positive = int((lam > ZERO * lam[0]).sum())
     if hi > positive:
         _warn(
             messages,
@@ -227,7 +224,8 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_modules() if name]
 
 
-def _module(model: nn.Module, layer: str) -> nn.Module:
+def layer_module(model: nn.Module, layer: str) -> nn.Module:
+    """``model``'s sub-module named ``layer``; an unknown name raises an error listing :func:`layer_names`."""
     modules = dict(model.named_modules())
     if not layer or layer not in modules:
         raise InvalidParameterError(
@@ -264,7 +262,9 @@ def layer_spectrum(
     -------
     SpectrumResult
     """
-    module = _module(model, layer)
+    module = layer_module(model, layer)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidParameterError("batch_size", "layer_spectrum", "an int in [1, inf)", batch_size)
     if not isinstance(x, torch.Tensor) or x.dim() != 4 or len(x) < 2:
         raise InvalidParameterError("x", "layer_spectrum", "a (N, C, H, W) tensor of at least 2 images", x)
     if not torch.isfinite(x).all():
@@ -272,7 +272,7 @@ def layer_spectrum(
     captured: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out.detach().flatten(1)))
     device = next((p.device for p in model.parameters()), x.device)
-    total = mean = shift = None
+    total = mean = shift = torch.empty(0, dtype=torch.float64)  # sized by the first batch
     count = 0
     try:
         with eval_mode(model), torch.no_grad():
@@ -289,7 +289,7 @@ def layer_spectrum(
                         f"a layer with at most {MAX_UNITS} output units",
                         f"{layer!r} ({h.shape[1]} units)",
                     )
-                if shift is None:
+                if count == 0:
                     shift = h.mean(0, keepdim=True)  # a shift near the mean keeps the sums well conditioned
                     total = torch.zeros(h.shape[1], h.shape[1], dtype=torch.float64)
                     mean = torch.zeros(h.shape[1], dtype=torch.float64)
@@ -299,7 +299,6 @@ def layer_spectrum(
                 count += len(h)
     finally:
         handle.remove()
-    assert total is not None and mean is not None
     cov = (total - torch.outer(mean, mean) / count) / (count - 1)
     eig = torch.linalg.eigvalsh(cov).flip(0).clamp_min(0.0)
     units = cov.shape[0]
@@ -509,8 +508,8 @@ class Regularised(nn.Module):
         self.model, self.layer, self.kind, self.strength = model, layer, kind, float(strength)
         self.projections = int(projections)
         self._captured: list[torch.Tensor] = []
-        self._x: torch.Tensor | None = None
-        _module(model, layer).register_forward_hook(lambda _m, _i, out: self._captured.append(out))
+        self._x = torch.empty(0)  # the batch of the last forward pass (its input gradient: Jacobian)
+        layer_module(model, layer).register_forward_hook(lambda _m, _i, out: self._captured.append(out))
         self._settings = {"target_alpha": target_alpha, "tau": tau, "centred": centred}
         self.spectral: SpectralRegulariser | None = None
         self._gen = torch.Generator().manual_seed(seed)
@@ -543,246 +542,7 @@ class Regularised(nn.Module):
     def training_penalty(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         h = self._representation()
         if self.kind == "jacobian":
-            assert self._x is not None
             return self.strength * jacobian_penalty(self._x, h, projections=self.projections, generator=self._gen)
         if self.spectral is None:
             self.spectral = SpectralRegulariser(h.shape[1], **self._settings).to(h.device)
         return self.strength * self.spectral(h)
-
-
-# --------------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------------
-def plot_spectra(
-    spectra: Mapping[str, SpectrumResult | tuple[Sequence[float], PowerLawFit]], path: str | Path, *, title: str = ""
-) -> Path:
-    """Log-log lambda_n / lambda_1 against n, one curve per label, each with its fitted line (dashed,
-    over the fitted ranks) and a 1/n reference."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.8, 4.2), dpi=110)
-    for i, (label, item) in enumerate(spectra.items()):
-        if isinstance(item, SpectrumResult):
-            values, fit = item.normalised().tolist(), item.fit
-        else:
-            values, fit = list(item[0]), item[1]
-        n = [j + 1 for j, v in enumerate(values) if v > _ZERO]  # numerically zero eigenvalues are not drawn
-        color = f"C{i % 10}"
-        ax.loglog(n, [values[j - 1] for j in n], color=color, lw=1.2, label=f"{label}: alpha = {fit.alpha:.2f}")
-        lo, hi = fit.ranks
-        xs = [lo, hi]
-        ax.loglog(xs, [math.exp(fit.intercept) * r ** (-fit.alpha) for r in xs], color=color, ls="--", lw=1.5)
-    ax.loglog([1, 1000], [1, 1e-3], color="grey", ls=":", lw=1, label="1/n")
-    ax.set_xlabel("rank n")
-    ax.set_ylabel("lambda_n / lambda_1")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    ax.set_title(title or "covariance spectra (dashed: fit over the fitted ranks)")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _per_seed(
-    rows: list[dict[str, Any]],
-) -> dict[tuple[str, int | None], dict[tuple[str, str, float | None], dict[str, Any]]]:
-    """(model, seed) -> (attack, metric, eps) -> the latest row."""
-    out: dict[tuple[str, int | None], dict[tuple[str, str, float | None], dict[str, Any]]] = {}
-    for r in rows:
-        cell = out.setdefault((r["model"], r["seed"]), {})
-        key = (r["attack"], r["metric"], r["eps"])
-        if key not in cell or r["run_id"] >= cell[key]["run_id"]:
-            cell[key] = r
-    return out
-
-
-def report_figures(rows: list[dict[str, Any]], outdir: str | Path) -> list[tuple[str, Path]]:
-    """Figures for a report from stored rows (every seed): the spectra with their fitted lines (the
-    lowest seed of each model), and clean and worst-case robust accuracy against alpha (one point
-    per model and seed, one panel per eps). Empty when no ``spectrum`` rows are present."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cells = _per_seed(rows)
-    with_alpha = {k: v for k, v in cells.items() if ("spectrum", "alpha", None) in v}
-    if not with_alpha:
-        return []
-    outdir = Path(outdir)
-    figures: list[tuple[str, Path]] = []
-    first: dict[str, tuple[int | None, dict[str, Any]]] = {}
-    for (model, seed), cell in sorted(with_alpha.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
-        first.setdefault(model, (seed, cell[("spectrum", "alpha", None)]))
-    curves = {}
-    for model, (_seed, row) in first.items():
-        p = row["params"]
-        if p.get("spectrum"):
-            fit = PowerLawFit(
-                row["value"],
-                p.get("alpha_se", float("nan")),
-                p.get("intercept", 0.0),
-                p.get("r2", 0.0),
-                tuple(p["ranks"]),
-                0,
-            )
-            curves[model] = (p["spectrum"], fit)
-    if curves:
-        figures.append(
-            ("Covariance spectra of the hidden pre-activations", plot_spectra(curves, outdir / "spectra.png"))
-        )
-    eps_values = sorted(
-        {k[2] for cell in with_alpha.values() for k in cell if k[0] == "worst-case" and k[2] is not None}
-    )
-    panels: list[tuple[str, tuple[str, str, float | None]]] = [("clean accuracy", ("clean", "accuracy", None))]
-    panels += [(f"worst case, eps = {e:g}", ("worst-case", "accuracy", e)) for e in eps_values[:4]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), dpi=110, squeeze=False)
-    models = sorted({m for m, _ in with_alpha})
-    for ax, (title, key) in zip(axes[0], panels, strict=True):
-        for i, model in enumerate(models):
-            pts = [
-                (cell[("spectrum", "alpha", None)]["value"], 100 * cell[key]["value"])
-                for (m, _s), cell in with_alpha.items()
-                if m == model and key in cell and cell[key]["value"] is not None
-            ]
-            if pts:
-                ax.scatter(*zip(*pts, strict=True), color=f"C{i % 10}", s=22, label=model)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("alpha")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (%)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, max(1, len(labels))))
-    fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(labels) // 4), 1, 1))
-    path = outdir / "alpha_robustness.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    figures.append(("Clean and worst-case robust accuracy against alpha (every model and seed)", path))
-    return figures
-
-
-def _mean_sd(values: list[float], digits: int = 3) -> str:
-    if not values:
-        return "—"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f}"
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
-def alpha_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
-    """Per model: seeds, alpha (mean ± sd over seeds), the fit's standard error, clean and worst-case
-    robust accuracy (%) at every eps, and the masking verdicts; ``None`` without spectrum rows."""
-    cells = {k: v for k, v in _per_seed(rows).items() if ("spectrum", "alpha", None) in v}
-    if not cells:
-        return None
-    eps_values = sorted({k[2] for cell in cells.values() for k in cell if k[0] == "worst-case" and k[2] is not None})
-    header = ["model", "seeds", "alpha", "fit se", "clean acc (%)"] + [f"worst case eps={e:g} (%)" for e in eps_values]
-    header.append("verdict")
-    body = []
-    for model in sorted({m for m, _ in cells}):
-        seeds = [cell for (m, _s), cell in cells.items() if m == model]
-
-        def values(
-            key: tuple[str, str, float | None], scale: float = 1.0, of: list[dict[Any, Any]] = seeds
-        ) -> list[float]:
-            return [scale * c[key]["value"] for c in of if key in c and c[key]["value"] is not None]
-
-        verdicts = sorted(
-            {
-                c[("checklist", "masking_suspected", None)]["params"].get("verdict", "")
-                for c in seeds
-                if ("checklist", "masking_suspected", None) in c
-            }
-        )
-        body.append(
-            [
-                model,
-                str(len(seeds)),
-                _mean_sd(values(("spectrum", "alpha", None))),
-                _mean_sd(values(("spectrum", "alpha_fit_se", None))),
-            ]
-            + [_mean_sd(values(("clean", "accuracy", None), 100.0), 1)]
-            + [_mean_sd(values(("worst-case", "accuracy", e), 100.0), 1) for e in eps_values]
-            + ["; ".join(verdicts) or "—"]
-        )
-    return header, body
-
-
-def report_items(rows: list[dict[str, Any]], outdir: str | Path) -> list[tuple[str, str, Any]]:
-    """The report's spectrum section, as ``(kind, title, payload)`` items: the alpha table and the
-    figures of :func:`report_figures` (file names relative to ``outdir``)."""
-    items: list[tuple[str, str, Any]] = []
-    table = alpha_table(rows)
-    if table is not None:
-        items.append(("table", "Alpha of the hidden pre-activations, clean and worst-case robust accuracy", table))
-    items += [("figure", title, path.name) for title, path in report_figures(rows, outdir)]
-    return items
-
-
-def spectra_of_spec(
-    spec: Any,
-    layer: str,
-    *,
-    variant: str | None = None,
-    seed: int | None = None,
-    samples: int = 10000,
-    ranks: tuple[int, int] = DEFAULT_RANKS,
-    runs_dir: str | Path | None = None,
-    progress: Any = None,
-) -> dict[str, tuple[Any, SpectrumResult]]:
-    """The spectrum of ``layer`` for the model of ``spec`` (each sweep variant, or the one named
-    ``variant``), trained with the runner's :func:`~neurorobust.experiments.runner.train_stage` or
-    loaded from its checkpoint cache, over ``samples`` images of the evaluated split.
-
-    Returns ``{label: (variant spec, SpectrumResult)}`` (label with `` seed S`` when several seeds).
-    The layer name is checked on a freshly built model before anything is trained.
-    """
-    from ..data import balanced_subset, load_dataset
-    from ..errors import SpecError
-    from ..experiments.runner import build_model, stage_datasets, train_stage
-    from ..experiments.sweep import expand_sweep
-
-    variants = [v.spec for v in expand_sweep(spec)]
-    if variant is not None:
-        labels = sorted({v.label for v in variants})
-        variants = [v for v in variants if v.label == variant]
-        if not variants:
-            raise SpecError(
-                f"{spec.name}: no sweep variant labelled {variant!r}; labels: {', '.join(map(repr, labels))}"
-            )
-    if seed is not None:
-        variants = [v for v in variants if v.seed == seed]
-        if not variants:
-            raise SpecError(f"{spec.name}: no run with seed {seed}")
-    else:  # the first seed of each variant
-        firsts: dict[str, Any] = {}
-        for v in variants:
-            firsts.setdefault(v.label, v)
-        variants = list(firsts.values())
-    out: dict[str, tuple[Any, SpectrumResult]] = {}
-    datasets: dict[tuple[str, int], tuple[Any, Any]] = {}
-    for v in variants:
-        key = (v.data.name, v.data.validation)
-        if key not in datasets:
-            datasets[key] = stage_datasets(v, load_dataset(v.data.name, v.data.data_dir))
-        train_data, eval_data = datasets[key]
-        _module(build_model(v, train_data), layer)  # a bad layer name fails before any training
-        model, _, _ = train_stage(v, train_data, runs_dir=Path(runs_dir) if runs_dir else None, progress=progress)
-        x = eval_data.x_test
-        if samples < len(x):
-            x = x[balanced_subset(eval_data.y_test, samples, seed=0)]
-        label = v.label or v.model.name
-        out[label] = (
-            v,
-            layer_spectrum(model, x, layer, ranks=ranks),
-        )
-    return out

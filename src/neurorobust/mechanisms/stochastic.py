@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,7 @@ from torch import nn
 
 from ..errors import InvalidParameterError
 from ..models import MODELS, KuboNet
+from ..registry import signature_of
 from ..validation import Constraint, Interval, Options, Type, validate_params
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "annealed_slope",
     "expected_mode",
     "recover_sample_loss",
+    "registered_forwarder",
     "reinforce_gradient",
 ]
 
@@ -473,8 +475,7 @@ class StochasticMixin:
     _declared_surrogate: Callable[[], nn.Module] | None = None
 
     def random_layers(self) -> list[RandomLayer]:
-        assert isinstance(self, nn.Module)
-        return _random_layers(self)
+        return _random_layers(cast(nn.Module, self))
 
     @property
     def is_stochastic(self) -> bool:
@@ -493,8 +494,7 @@ class StochasticMixin:
             return self._declared_surrogate
         if not any(layer.needs_surrogate for layer in self.random_layers()):
             return None
-        model = self
-        assert isinstance(model, nn.Module)
+        model = cast(nn.Module, self)
         return lambda: ExpectedValue(model)
 
     @bpda_surrogate.setter
@@ -614,325 +614,30 @@ class StochasticKuboNet(StochasticMixin, KuboNet):
         return self._tapped(self._logits, x)
 
 
-def _kubo_sbn(
-    input_shape: Sequence[int] = (1, 28, 28),
-    num_classes: int = 10,
-    n_conv: int = 2,
-    hidden: int = 100,
-    activation: str = "ste",
-    dropout: float = 0.0,
-    test_dropout: bool = False,
-    slope_rate: float = 0.04,
-    max_slope: float = 5.0,
-    sample_at_eval: bool = True,
-) -> nn.Module:
-    """Kubo's MLP/1CNN/2CNN with a dense-100 layer of stochastic binary neurons (STE, REINFORCE, DBN) or ReLU."""
-    return StochasticKuboNet(
-        input_shape,
-        num_classes,
-        n_conv=n_conv,
-        hidden=hidden,
-        activation=activation,
-        dropout=dropout,
-        test_dropout=test_dropout,
-        slope_rate=slope_rate,
-        max_slope=max_slope,
-        sample_at_eval=sample_at_eval,
-    )
+def registered_forwarder(
+    cls: type[nn.Module], name: str, summary: str, fixed: dict[str, Any] | None = None
+) -> Callable[..., nn.Module]:
+    """A model-registry constructor that forwards its keyword arguments to ``cls`` (with ``fixed`` set).
+
+    It shows ``cls``'s signature without ``fixed`` (``__signature__``), so ``Registry.create`` still
+    rejects keys the class does not take and lists the parameters with their defaults.
+    """
+    fixed = dict(fixed or {})
+
+    @signature_of(cls, drop=tuple(fixed), returns=nn.Module)
+    def build(*args: Any, **params: Any) -> nn.Module:
+        return cls(*args, **fixed, **params)
+
+    build.__doc__ = summary
+    build.__name__ = build.__qualname__ = name
+    return build
 
 
-if __name__ != "__main__":  # `python -m` runs this file again as __main__; the package import registered them
-    for _name, _n in (("kubo_sbn_mlp", 0), ("kubo_sbn_1cnn", 1), ("kubo_sbn_2cnn", 2)):
-        MODELS.register(_name, defaults={"n_conv": _n}, paper=_KUBO)(_kubo_sbn)
-    del _name, _n
-
-
-# --------------------------------------------------------------------------------------------
-# Tables and figures of docs/stochastic.md, from the results store (python -m neurorobust.mechanisms.stochastic)
-# --------------------------------------------------------------------------------------------
-
-
-def _kubo_rows(store: Any, experiment: str) -> list[dict[str, Any]]:
-    from ..report.build import latest_rows
-
-    return latest_rows(store.results(experiment=experiment, done_only=True))
-
-
-def _same_eps(a: float | None, b: float | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and abs(a - b) < 1e-9)
-
-
-def _cell(rows: list[dict[str, Any]], model: str, attack: str, eps: float | None, metric: str = "accuracy") -> str:
-    for r in rows:
-        if r["model"] == model and r["attack"] == attack and r["metric"] == metric and r["value"] is not None:
-            if (eps is None and r["eps"] is not None) or (
-                eps is not None and (r["eps"] is None or abs(r["eps"] - eps) > 1e-9)
-            ):
-                continue
-            sd, seeds = r["params"].get("sd"), r["params"].get("seeds", 1)
-            return f"{100 * r['value']:.1f}" + (f" ± {100 * sd:.1f}" if seeds > 1 and sd is not None else "")
-    return "—"
-
-
-def _thesis(claims: dict[tuple[str, str, str, float | None], Any], model: str, attack: str, eps: float | None) -> str:
-    c = claims.get((model, attack, None if eps is None else round(eps, 4)))
-    return "—" if c is None else f"{c.value:g}" + (f" ± {c.sd:g}" if c.sd else "")
-
-
-def _claims_index(experiment: str) -> dict[tuple[str, str, float | None], Any]:
-    from ..claims import load_claims
-    from ..data.search import REPO_ROOT
-
-    out = {}
-    for c in load_claims(REPO_ROOT / "claims" / "kubo.toml").claims:
-        if c.experiment == experiment and c.kind == "absolute":
-            out[(c.model, c.attack, None if c.eps is None else round(c.eps, 4))] = c
-    return out
-
-
-def _verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
-    return {r["model"]: r["params"].get("verdict", "") for r in rows if r["attack"] == "checklist"}
-
-
-def _md(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-
-
-def _curves(
-    rows: list[dict[str, Any]], models: list[str], attack: str, path: Any, title: str, styles: Any = None
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..report.figures import distinct_styles, save_with_legend
-
-    fig, ax = plt.subplots(figsize=(5.8, 3.9), dpi=110)
-    ax.set_prop_cycle(distinct_styles())
-    for model in models:
-        att = attack(model) if callable(attack) else attack
-        pts = sorted(
-            (r["eps"], r["value"], r["params"].get("sd") or 0.0)
-            for r in rows
-            if r["model"] == model and r["attack"] == att and r["metric"] == "accuracy" and r["eps"] is not None
-        )
-        if not pts:
-            continue
-        xs, ys, sds = zip(*pts, strict=True)
-        style = (styles(model),) if styles else ()
-        line = ax.plot(xs, [100 * v for v in ys], *style, marker="o", ms=3, label=model)[0]
-        lo = [100 * (v - s) for v, s in zip(ys, sds, strict=True)]
-        hi = [100 * (v + s) for v, s in zip(ys, sds, strict=True)]
-        ax.fill_between(xs, lo, hi, alpha=0.12, color=line.get_color())
-    ax.set_xlabel("FGSM eps" if "fgsm" in str(title).lower() else "eps")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.set_title(title, fontsize=9)
-    save_with_legend(fig, ax, path, len(models), fontsize=7, beside_fontsize=7)
-    plt.close(fig)
-
-
-def _train_accuracy(store: Any, experiment: str, runs_dir: Any) -> dict[str, list[float]]:
-    """Per model label, the last epoch's (running) training accuracy of each seed, from the checkpoints."""
-    import json
-    from pathlib import Path
-
-    out: dict[str, dict[int, float]] = {}
-    for run in store.runs(name=experiment):
-        if run["status"] != "done" or not run.get("train_key"):
-            continue
-        info = Path(runs_dir) / "checkpoints" / f"{run['train_key']}.json"
-        if not info.is_file():
-            continue
-        meta = json.loads(info.read_text())
-        spec = meta.get("spec", {})
-        history = meta.get("history") or []
-        label = json.loads(run["spec"]).get("label", "") if isinstance(run["spec"], str) else run["spec"].get("label")
-        if history and "train_acc" in history[-1] and label:
-            out.setdefault(label, {})[spec.get("seed", 0)] = history[-1]["train_acc"]
-    return {k: list(v.values()) for k, v in out.items()}
-
-
-def _mean_sd(values: list[float]) -> str:
-    if not values:
-        return "—"
-    t = torch.tensor(values, dtype=torch.float64)
-    sd = float(t.std()) if len(values) > 1 else 0.0
-    return f"{100 * float(t.mean()):.1f}" + (f" ± {100 * sd:.1f}" if len(values) > 1 else "")
-
-
-def kubo_report(store_path: str = "runs/results.db", figures: str = "docs/figures", runs_dir: str = "runs") -> str:
-    """Markdown tables (ours next to the thesis') and figures for docs/stochastic.md, from the store."""
-    from pathlib import Path
-
-    from ..report.build import claims_table
-    from ..store import ResultsStore
-
-    fig_dir = Path(figures)
-    parts: list[str] = []
-    with ResultsStore(store_path) as st:
-        known = set(st.experiments())
-        for exp in ("stochastic_mnist", "stochastic_mnist_full"):
-            if exp not in known:
-                continue
-            rows = _kubo_rows(st, exp)
-            claims = _claims_index(exp)
-            verdict = _verdicts(rows)
-            train = _train_accuracy(st, exp, runs_dir)
-            models = sorted({r["model"] for r in rows if not r["model"].endswith("[EOT/BPDA]")})
-            body = []
-            for m in sorted(models, key=lambda s: (not s.endswith(("-1CNN", "-MLP", "-2CNN")), s)):
-                e = f"{m} [EOT/BPDA]"
-                body.append(
-                    [
-                        m,
-                        _mean_sd(train.get(m, [])),
-                        _cell(rows, m, "clean", None),
-                        _thesis(claims, m, "clean", None),
-                        _cell(rows, m, "fgsm-1draw", 0.09),
-                        _cell(rows, m, "fgsm-1draw", 0.13),
-                        _cell(rows, m, "fgsm-1draw", 0.25),
-                        _thesis(claims, m, "fgsm-1draw", 0.25),
-                        _cell(rows, e, "fgsm", 0.25),
-                        _cell(rows, e, "pgd-20", 0.25),
-                        _cell(rows, e, "worst-case", 0.25),
-                        verdict.get(e, "—"),
-                    ]
-                )
-            header = [
-                "network", "train acc (last epoch)", "test acc", "thesis test", "FGSM 1 draw, eps .09", ".13", ".25",
-                "thesis .25", "FGSM EOT/BPDA .25", "PGD-20 EOT/BPDA .25", "worst case .25", "checklist (seed 0)",
-            ]  # fmt: skip
-            parts.append(f"### {exp}: chapter-3 networks (accuracy %, mean ± sd over seeds)\n\n" + _md(header, body))
-            groups = {
-                "dropout": [m for m in models if m == "1CNN" or "dropout" in m],
-                "l1": [m for m in models if m == "1CNN" or " L1 " in m],
-                "l2": [m for m in models if m == "1CNN" or " L2 " in m],
-            }
-            for name, ms in groups.items():
-                _curves(rows, ms, "fgsm-1draw", fig_dir / f"stochastic_{name}.png", f"{exp}: FGSM (one draw), {name}")
-            binary = [m for m in models if m.endswith(("-1CNN", "-MLP", "-2CNN"))]
-            both = binary + [f"{m} [EOT/BPDA]" for m in binary]
-            _curves(
-                rows,
-                both,
-                lambda m: "fgsm" if m.endswith("[EOT/BPDA]") else "fgsm-1draw",
-                fig_dir / "stochastic_binary.png",
-                f"{exp}: FGSM, one draw (solid) and EOT/BPDA (dashed)",
-                styles=lambda m: "--" if m.endswith("[EOT/BPDA]") else "-",
-            )
-            parts.append(_claims_md(claims_table(exp, rows), exp))
-        for exp in ("sgbn_mnist", "sgbn_mnist_full", "sgbn_cifar10", "sgbn_cifar10_full"):
-            if exp not in known:
-                continue
-            rows = _kubo_rows(st, exp)
-            claims = _claims_index(exp)
-            verdict = _verdicts(rows)
-            models = [m for m in sorted({r["model"] for r in rows}) if not m.endswith("[EOT/BPDA]")]
-            order = [
-                "SGBN",
-                "1W-SGBN",
-                "SGBN (DT)",
-                "SGBN ±1",
-                "SGBN shuffled",
-                "BNN+PGD",
-                "BNN (ST)+PGD",
-                "SAP",
-                "CNN-BIN",
-            ]
-            models.sort(key=lambda m: next((i for i, o in enumerate(order) if m.startswith(o)), 99))
-            body = []
-            for m in models:
-                e = f"{m} [EOT/BPDA]"
-                row = [m, _cell(rows, m, "clean", None) + " (" + _thesis(claims, m, "clean", None) + ")"]
-                for eps in (0.1, 0.2, 0.3):
-                    row.append(_cell(rows, m, "fgsm-1draw", eps) + " (" + _thesis(claims, m, "fgsm-1draw", eps) + ")")
-                row += [_cell(rows, e, "fgsm", 0.3), _cell(rows, e, "worst-case", 0.3), verdict.get(e, "—")]
-                body.append(row)
-            header = [
-                "network", "clean (thesis)", "FGSM 1 draw .1 (thesis)", ".2 (thesis)", ".3 (thesis)",
-                "FGSM EOT/BPDA .3", "worst case .3", "checklist (seed 0)",
-            ]  # fmt: skip
-            parts.append(f"### {exp}: Table 4.11 (accuracy %, mean ± sd over seeds)\n\n" + _md(header, body))
-            _curves(
-                rows, models, "fgsm-1draw", fig_dir / f"{exp.replace('_full', '')}_fgsm.png", f"{exp}: FGSM, one draw"
-            )
-            if "mnist" in exp:
-                iterative = [m for m in models if _cell(rows, m, "bim-1draw", 0.1) != "—"]
-                body = []
-                for m in iterative:
-                    e = f"{m} [EOT/BPDA]"
-                    body.append(
-                        [m]
-                        + [_cell(rows, m, f"{a}-1draw", eps) for a in ("bim", "ill") for eps in (0.06, 0.1)]
-                        + [_cell(rows, e, a, eps) for a in ("bim", "ill") for eps in (0.06, 0.1)]
-                        + [_thesis(claims, m, "bim-1draw", 0.06), _thesis(claims, m, "bim-1draw", 0.1)]
-                    )
-                header = ["network"] + [f"{a} 1 draw {eps:g}" for a in ("BIM", "ILL") for eps in (0.06, 0.1)]
-                header += [f"{a} EOT/BPDA {eps:g}" for a in ("BIM", "ILL") for eps in (0.06, 0.1)]
-                header += ["thesis BIM .06", "thesis BIM .1"]
-                parts.append(f"### {exp}: BIM and ILL, T = 10 (Fig. 4.4)\n\n" + _md(header, body))
-                _curves(rows, iterative, "bim-1draw", fig_dir / "sgbn_bim.png", f"{exp}: BIM (T = 10), one draw")
-                _curves(rows, iterative, "ill-1draw", fig_dir / "sgbn_ill.png", f"{exp}: ILL (T = 10), one draw")
-                sources = ["SGBN", "SAP", "BNN+PGD", "CNN-BIN", "CNN"]
-                src_labels = {s: next((m for m in models if m.split(" (reduced")[0] == s), s) for s in sources}
-                body = []
-                for m in models:
-                    cells = [
-                        _cell(rows, m, f"transfer from {src_labels[s]} (1 draw)", 0.3)
-                        + " ("
-                        + _thesis(claims, m, f"transfer from {src_labels[s]} (1 draw)", 0.3)
-                        + ")"
-                        for s in sources
-                    ]
-                    eot = [_cell(rows, f"{m} [EOT/BPDA]", f"transfer from {src_labels[s]}", 0.3) for s in sources]
-                    if any(c != "— (—)" for c in cells):
-                        body.append([m, *cells, " / ".join(eot)])
-                header = ["target \\ source", *sources, "EOT/BPDA on the source (same order)"]
-                parts.append(
-                    f"### {exp}: FGSM eps 0.3 transferred between models (Table 4.8; ours (thesis))\n\n"
-                    + _md(header, body)
-                )
-            parts.append(_claims_md(claims_table(exp, rows), exp))
-    return "\n\n".join(p for p in parts if p)
-
-
-def _claims_md(table: tuple[list[str], list[list[str]]] | None, exp: str) -> str:
-    """The claims table with one more column: the DESIGN §7 rule applied at this (reduced) scale."""
-    if table is None:
-        return ""
-    from ..claims import Claim, judge, load_claims
-    from ..data.search import REPO_ROOT
-
-    by_id = {f"kubo:{c.id}": c for c in load_claims(REPO_ROOT / "claims" / "kubo.toml").claims}
-    _, body = table
-    out = []
-    for row in body:
-        c: Claim | None = by_id.get(row[0])
-        at_scale = ""
-        if c is not None and row[8] == "not comparable" and c.kind == "absolute" and row[7] != "—":
-            at_scale = judge(c.model_copy(update={"comparable": True, "reason": ""}), float(row[7])).verdict
-        out.append([row[0].removeprefix("kubo:"), *row[1:3], *row[4:9], at_scale or "—"])
-    head = ["claim", "table / row", "model", "attack", "eps", "thesis", "ours", "verdict", "rule applied at this scale"]
-    return f"#### Claims of `claims/kubo.toml` for {exp}\n\n" + _md(head, out)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m neurorobust.mechanisms.stochastic [--store PATH] [--figures DIR]``: print docs tables."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Tables and figures of docs/stochastic.md from the results store")
-    parser.add_argument("--store", default="runs/results.db")
-    parser.add_argument("--figures", default="docs/figures")
-    parser.add_argument("--runs", default="runs", help="runs folder with checkpoints/ (training accuracies)")
-    args = parser.parse_args(argv)
-    import sys
-
-    sys.stdout.write(kubo_report(args.store, args.figures, args.runs) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+_kubo_sbn = registered_forwarder(
+    StochasticKuboNet,
+    "_kubo_sbn",
+    "Kubo's MLP/1CNN/2CNN with a dense-100 layer of stochastic binary neurons (STE, REINFORCE, DBN) or ReLU.",
+)
+for _name, _n in (("kubo_sbn_mlp", 0), ("kubo_sbn_1cnn", 1), ("kubo_sbn_2cnn", 2)):
+    MODELS.register(_name, defaults={"n_conv": _n}, paper=_KUBO)(_kubo_sbn)
+del _name, _n

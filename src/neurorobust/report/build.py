@@ -21,7 +21,7 @@ from .families import ReportContext, reporters
 from .figures import curve_figure
 from .tables import html_table, markdown_table, pct
 
-__all__ = ["build_report", "latest_rows"]
+__all__ = ["build_report", "copy_figures", "latest_rows"]
 
 
 def latest_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -313,3 +313,23 @@ def build_report(
         f"<style>{style}</style></head><body>{''.join(body_html)}</body></html>\n"
     )
     return folder
+
+
+def copy_figures(folder: str | Path, experiments: list[str], dest: str | Path) -> list[Path]:
+    """Copy the figures of a report built by :func:`build_report` to ``dest/<experiment>_<file>``.
+
+    This is how the docs' figures are made (``neurorobust report NAME --figures-to docs/figures``):
+    from the same reporters as the report, never from separate scripts. Returns the files written.
+    """
+    import shutil
+
+    folder, dest = Path(folder), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for exp in experiments:
+        source = folder if len(experiments) == 1 else folder / exp
+        for fig in sorted(source.glob("*.png")):
+            target = dest / f"{exp}_{fig.name}"
+            shutil.copyfile(fig, target)
+            written.append(target)
+    return written

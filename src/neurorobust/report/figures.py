@@ -6,10 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never open a window
-import matplotlib.pyplot as plt
+from ..plotting import plt  # the Agg backend: files only, never a window
 
 __all__ = ["curve_figure", "weight_histogram_figure"]
 

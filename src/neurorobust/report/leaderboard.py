@@ -17,9 +17,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ..evaluation.metrics import mean_sd
 from ..store import ResultsStore
+from .tables import markdown_table
 
 __all__ = ["COLUMNS", "leaderboard_html", "leaderboard_rows", "write_leaderboard"]
 
@@ -63,11 +63,6 @@ PUBLISHED = [
         "note": "not comparable: their wide ResNet on the original CIFAR-10; ours is a VGG trunk on the JPEG copy",
     },
 ]
-
-
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
 def _headline_claims() -> dict[tuple[str, str], Any]:
@@ -115,8 +110,8 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
             # a random model attacked only without EOT/BPDA: its single-draw numbers are never ranked as a worst case
             verdicts.append("no adaptive attack: paper's protocol only, not ranked")
         seeds = sorted({r["seed"] for r in latest if r["seed"] is not None})
-        c_mean, c_sd = _mean_sd(clean) if clean else (float("nan"), float("nan"))
-        w_mean = _mean_sd(at_eps)[0] if at_eps else None
+        c_mean, c_sd = mean_sd(clean) if clean else (float("nan"), float("nan"))
+        w_mean = mean_sd(at_eps)[0] if at_eps else None
         paper = ours = ""
         if claim is not None:
             ours_value = ours_for(claim, latest)
@@ -250,9 +245,7 @@ def _cell(v: Any) -> str:
 
 
 def leaderboard_markdown(board: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(b[c]) for c in COLUMNS) + " |" for b in board]
-    return "\n".join(lines) + "\n"
+    return markdown_table(COLUMNS, [[_cell(b[c]) for c in COLUMNS] for b in board]) + "\n"
 
 
 _SORT_JS = """

@@ -51,7 +51,6 @@ from torch import nn
 from ..attacks import ATTACKS, PGD, input_gradient, project
 from ..data import gaussian_blur, gaussian_noise
 from ..errors import InvalidParameterError
-from ..mechanisms import MECHANISMS
 from ..modes import eval_mode
 from ..validation import Interval, Options, validate_params
 from .loop import fit
@@ -115,7 +114,6 @@ def perturb_for_finetuning(
     return torch.cat(parts)
 
 
-@MECHANISMS.register("finetune", paper="Tadros et al. 2020, ICLR (adversarial fine-tuning baseline, as coded)")
 def finetune(
     model: nn.Module,
     data: Any = None,

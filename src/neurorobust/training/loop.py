@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +18,10 @@ from torch import nn
 
 from ..errors import InvalidParameterError, TrainingDivergedError
 from ..modes import eval_mode
+from ..types import ProgressFn
 from ..validation import Interval, Options, validate_params
 
 __all__ = ["History", "ProgressFn", "augment_batch", "fit", "loss_fn", "lr_at", "predict_logits"]
-
-ProgressFn = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -216,108 +214,188 @@ def fit(
     ``requires_grad`` are optimised, so frozen layers (buffers or ``requires_grad=False``) stay fixed.
     """
     validate_params("fit", _CONSTRAINTS, locals())
+    _check_data(x, y)
+    objective = _objective(adversarial)
+    gen = torch.Generator().manual_seed(seed)
+    x, y, watch = _hold_out(x, y, objective, gen)
+    params = [p for p in model.parameters() if p.requires_grad]
+    trainer = _Trainer(
+        model=model,
+        params=params,
+        opt=_make_optimizer(optimizer, params, lr, momentum, weight_decay),
+        objective=objective,
+        loss=loss,
+        temperature=temperature,
+        l1=l1,
+        augment=augment,
+        batch_size=batch_size,
+        epochs=epochs,
+        device=next((p.device for p in model.parameters()), torch.device("cpu")),
+        gen=gen,
+        adv_gen=torch.Generator().manual_seed(seed + 1),
+        aug_gen=torch.Generator().manual_seed(seed + 2),
+        penalty=getattr(model, "training_penalty", None),
+        progress=progress,
+    )
+    history = History()
+    epoch_hook = getattr(model, "on_epoch_start", None)
+    for epoch in range(epochs):
+        if callable(epoch_hook):
+            epoch_hook(x, epoch)
+        rate = lr_at(epoch, base=lr, epochs=epochs, schedule=schedule, milestones=milestones, gamma=gamma)
+        record = _train_epoch(trainer, x, y, epoch, rate)
+        if x_val is not None and y_val is not None:
+            record["val_acc"] = (predict_logits(model, x_val).argmax(1) == y_val).float().mean().item()
+        stop = watch.after_epoch(model, epoch, record) if watch is not None else ""
+        history.epochs.append(record)
+        if progress is not None:
+            progress({"stage": "epoch", **record, "epochs": epochs})
+        if stop:
+            history.stopped = stop
+            break
+    model.eval()
+    return model, history
+
+
+def _check_data(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse training data :func:`fit` cannot use: not (N, C, H, W), unmatched labels, NaN or inf."""
     if x.dim() != 4 or len(x) != len(y):
         raise InvalidParameterError("x", "fit", "a (N, C, H, W) tensor with as many rows as y", x)
     if y.dim() == 2 and not y.is_floating_point():
         raise InvalidParameterError("y", "fit", "integer labels (N,) or float class probabilities (N, K)", y)
     if not torch.isfinite(x).all():
         raise InvalidParameterError("x", "fit", "finite values (no NaN or inf)", "a tensor containing NaN/inf")
-    objective = _objective(adversarial)
-    gen = torch.Generator().manual_seed(seed)
-    x_check = y_check = None
-    if objective is not None and objective.check_every:
-        held = torch.randperm(len(x), generator=gen)
-        x_check, y_check = x[held[: objective.check_n]], y[held[: objective.check_n]]
-        x, y = x[held[objective.check_n :]], y[held[objective.check_n :]]
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = _make_optimizer(optimizer, params, lr, momentum, weight_decay)
-    adv_gen = torch.Generator().manual_seed(seed + 1)
-    checked: list[float] = []
-    best_state, best_epoch = None, 0
-    steps = math.ceil(len(x) / batch_size)
-    history = History()
-    aug_gen = torch.Generator().manual_seed(seed + 2)
-    epoch_hook = getattr(model, "on_epoch_start", None)
-    penalty = getattr(model, "training_penalty", None)
-    for epoch in range(epochs):
-        if callable(epoch_hook):
-            epoch_hook(x, epoch)
-        rate = lr_at(epoch, base=lr, epochs=epochs, schedule=schedule, milestones=milestones, gamma=gamma)
-        for group in opt.param_groups:
-            group["lr"] = rate
-        model.train()
-        start, total_loss, correct = time.perf_counter(), 0.0, 0
-        order = torch.randperm(len(x), generator=gen)
-        for step in range(steps):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            xb, yb = augment_batch(x[idx], augment, aug_gen).to(device), y[idx].to(device)
-            if objective is not None:
-                objective.progress = epoch + step / steps  # drives the eps warm-up
-                batch_loss, logits = objective(model, xb, yb, adv_gen)
-            else:
-                logits = model(xb)
-                batch_loss = loss_fn(logits, yb, loss, temperature)
-            if callable(penalty):
-                batch_loss = batch_loss + penalty(xb, logits)
-            if l1:
-                batch_loss = batch_loss + l1 * sum(p.abs().sum() for p in params if p.dim() > 1)
-            loss_value = batch_loss.item()  # one device sync per step, for the check and the records
-            if not math.isfinite(loss_value):
-                raise TrainingDivergedError(
-                    f"training diverged: the loss is {loss_value} at epoch {epoch + 1}, step {step + 1} "
-                    f"of {steps} (lr {rate:g}{', ' + objective.method if objective is not None else ''}); "
-                    "lower the learning rate, or ramp adversarial eps in with warmup_epochs"
-                )
-            opt.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            opt.step()
-            total_loss += loss_value * len(idx)
-            correct += (logits.argmax(1) == (yb.argmax(1) if yb.dim() == 2 else yb)).sum().item()
-            if progress is not None:
-                progress(
-                    {
-                        "stage": "train",
-                        "epoch": epoch + 1,
-                        "epochs": epochs,
-                        "step": step + 1,
-                        "steps": steps,
-                        "loss": loss_value,
-                    }
-                )
-        record = {
-            "epoch": epoch + 1,
-            "lr": rate,
-            "loss": total_loss / len(x),
-            "train_acc": correct / len(x),
-            "seconds": time.perf_counter() - start,
-        }
-        if x_val is not None and y_val is not None:
-            record["val_acc"] = (predict_logits(model, x_val).argmax(1) == y_val).float().mean().item()
-        collapsed = False
-        if x_check is not None and objective is not None and (epoch + 1) % objective.check_every == 0:
-            from .adversarial import catastrophic_overfitting
 
-            checked.append(objective.heldout_pgd_accuracy(model, x_check, y_check))
-            record["heldout_pgd_acc"] = checked[-1]
-            collapsed = catastrophic_overfitting(checked)
-            if collapsed and best_state is not None:
-                # Wong et al.'s early stopping: back to the epoch with the best held-out PGD accuracy
-                # (the decline can start epochs before the drop that trips the check)
-                model.load_state_dict(best_state)
-            elif not collapsed and checked[-1] >= max(checked):
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best_epoch = epoch + 1
-            record["collapsed"] = float(collapsed)
-        history.epochs.append(record)
-        if progress is not None:
-            progress({"stage": "epoch", **record, "epochs": epochs})
-        if collapsed:
-            history.stopped = (
-                f"catastrophic overfitting after epoch {epoch + 1}: held-out PGD accuracy fell from "
-                f"{max(checked[:-1]):.3f} to {checked[-1]:.3f}; kept the weights of epoch {best_epoch}, "
-                "the best on the held-out batch"
+
+@dataclass
+class _Trainer:
+    """What every training step of one :func:`fit` shares: the model, its optimiser, the loss and the generators
+    (``gen`` shuffles, ``adv_gen`` drives the adversarial objective, ``aug_gen`` the augmentation)."""
+
+    model: nn.Module
+    params: list[nn.Parameter]
+    opt: torch.optim.Optimizer
+    objective: Any
+    loss: str
+    temperature: float
+    l1: float
+    augment: str
+    batch_size: int
+    epochs: int
+    device: torch.device
+    gen: torch.Generator
+    adv_gen: torch.Generator
+    aug_gen: torch.Generator
+    penalty: Any = None  # the model's training_penalty(xb, logits), if it declares one
+    progress: ProgressFn | None = None
+
+
+def _train_epoch(t: _Trainer, x: torch.Tensor, y: torch.Tensor, epoch: int, rate: float) -> dict[str, float]:
+    """One epoch at learning rate ``rate`` over a fresh seeded shuffle of ``(x, y)``; the epoch's record."""
+    for group in t.opt.param_groups:
+        group["lr"] = rate
+    t.model.train()
+    start, total_loss, correct = time.perf_counter(), 0.0, 0
+    order = torch.randperm(len(x), generator=t.gen)
+    steps = math.ceil(len(x) / t.batch_size)
+    for step in range(steps):
+        idx = order[step * t.batch_size : (step + 1) * t.batch_size]
+        xb, yb = augment_batch(x[idx], t.augment, t.aug_gen).to(t.device), y[idx].to(t.device)
+        batch_loss, logits = _batch_loss(t, xb, yb, epoch + step / steps)
+        loss_value = batch_loss.item()  # one device sync per step, for the check and the records
+        if not math.isfinite(loss_value):
+            raise TrainingDivergedError(
+                f"training diverged: the loss is {loss_value} at epoch {epoch + 1}, step {step + 1} "
+                f"of {steps} (lr {rate:g}{', ' + t.objective.method if t.objective is not None else ''}); "
+                "lower the learning rate, or ramp adversarial eps in with warmup_epochs"
             )
-            break
-    model.eval()
-    return model, history
+        t.opt.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        t.opt.step()
+        total_loss += loss_value * len(idx)
+        correct += (logits.argmax(1) == (yb.argmax(1) if yb.dim() == 2 else yb)).sum().item()
+        if t.progress is not None:
+            t.progress(
+                {
+                    "stage": "train",
+                    "epoch": epoch + 1,
+                    "epochs": t.epochs,
+                    "step": step + 1,
+                    "steps": steps,
+                    "loss": loss_value,
+                }
+            )
+    return {
+        "epoch": epoch + 1,
+        "lr": rate,
+        "loss": total_loss / len(x),
+        "train_acc": correct / len(x),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _batch_loss(t: _Trainer, xb: torch.Tensor, yb: torch.Tensor, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one batch (adversarial objective or ``loss``, plus the model's penalty and L1) and its logits;
+    ``progress``: epochs done so far, fractional (drives the adversarial eps warm-up)."""
+    if t.objective is not None:
+        t.objective.progress = progress  # drives the eps warm-up
+        batch_loss, logits = t.objective(t.model, xb, yb, t.adv_gen)
+    else:
+        logits = t.model(xb)
+        batch_loss = loss_fn(logits, yb, t.loss, t.temperature)
+    if callable(t.penalty):
+        batch_loss = batch_loss + t.penalty(xb, logits)
+    if t.l1:
+        batch_loss = batch_loss + t.l1 * sum(p.abs().sum() for p in t.params if p.dim() > 1)
+    return batch_loss, logits
+
+
+def _hold_out(
+    x: torch.Tensor, y: torch.Tensor, objective: Any, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, _HeldOutCheck | None]:
+    """Fast adversarial training (an objective with ``check_every``) holds out ``check_n`` training images for its
+    collapse check: ``(x, y)`` without them and the check (``None`` for any other training)."""
+    if objective is None or not objective.check_every:
+        return x, y, None
+    held = torch.randperm(len(x), generator=gen)
+    check = _HeldOutCheck(objective, x[held[: objective.check_n]], y[held[: objective.check_n]])
+    return x[held[objective.check_n :]], y[held[objective.check_n :]], check
+
+
+@dataclass
+class _HeldOutCheck:
+    """Wong et al.'s early stopping of fast adversarial training: PGD accuracy on a held-out batch every
+    ``check_every`` epochs, and the weights of the epoch where it was best."""
+
+    objective: Any
+    x: torch.Tensor
+    y: torch.Tensor
+    checked: list[float] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int = 0
+
+    def after_epoch(self, model: nn.Module, epoch: int, record: dict[str, float]) -> str:
+        """Check after 0-based ``epoch`` if one is due (adding ``heldout_pgd_acc`` and ``collapsed`` to ``record``):
+        why training stops when it collapsed (the best epoch's weights are loaded back), else ``""``."""
+        if (epoch + 1) % self.objective.check_every != 0:
+            return ""
+        from .adversarial import catastrophic_overfitting
+
+        self.checked.append(self.objective.heldout_pgd_accuracy(model, self.x, self.y))
+        record["heldout_pgd_acc"] = self.checked[-1]
+        collapsed = catastrophic_overfitting(self.checked)
+        if collapsed and self.best_state is not None:
+            # Wong et al.'s early stopping: back to the epoch with the best held-out PGD accuracy
+            # (the decline can start epochs before the drop that trips the check)
+            model.load_state_dict(self.best_state)
+        elif not collapsed and self.checked[-1] >= max(self.checked):
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best_epoch = epoch + 1
+        record["collapsed"] = float(collapsed)
+        if not collapsed:
+            return ""
+        return (
+            f"catastrophic overfitting after epoch {epoch + 1}: held-out PGD accuracy fell from "
+            f"{max(self.checked[:-1]):.3f} to {self.checked[-1]:.3f}; kept the weights of epoch {self.best_epoch}, "
+            "the best on the held-out batch"
+        )

@@ -51,7 +51,7 @@ class ReportContext:
         The latest finished row per (model, attack, metric, eps), averaged over seeds
         (:func:`~neurorobust.report.build.latest_rows`).
     runs_dir : Path, optional
-        The runs folder whose ``checkpoints/`` hold the trained networks (default: the store's folder).
+        The runs folder whose ``checkpoints/`` hold the trained networks (default: ``$NEURO_RUNS`` or ``runs/``).
     """
 
     experiment: str
@@ -95,8 +95,11 @@ class ReportContext:
 
     @property
     def checkpoints_dir(self) -> Path:
-        """The runs folder to load trained networks from: :attr:`runs_dir`, else the store's folder."""
-        return self.runs_dir if self.runs_dir is not None else Path(self.store.path).parent
+        """The runs folder to load trained networks from: :attr:`runs_dir`, else the runner's
+        (``$NEURO_RUNS`` or ``runs/``, where ``neurorobust repro`` saved them)."""
+        from ...experiments.runner import default_runs_dir
+
+        return self.runs_dir if self.runs_dir is not None else default_runs_dir()
 
 
 class Reporter:
