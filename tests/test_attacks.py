@@ -73,6 +73,8 @@ def test_registry_lists_all_attacks_and_wrappers() -> None:
                 "fgsm-min",
                 "bim",
                 "ill",
+                "bim-kubo",
+                "ill-kubo",
                 "pgd",
                 "apgd-ce",
                 "apgd-dlr",
@@ -107,7 +109,9 @@ def test_contract(name: str) -> None:
     assert float(res.x_adv.min()) >= 0.0 and float(res.x_adv.max()) <= 1.0
     norm = attack.norm
     assert norm in ("linf", "l2", "l0")
-    assert float(res.distances[norm].max()) <= eps * (1 + 1e-5) + 1e-6
+    # inside its budget: the eps ball, or steps x eps for an attack whose eps is a step size (a paper's protocol)
+    assert float(res.distances[norm].max()) <= attack.budget(eps) * (1 + 1e-5) + 1e-6
+    assert attack.within_eps == (attack.budget(eps) == eps)
     with torch.no_grad():
         expected = model(res.x_adv).argmax(1) != y
     assert torch.equal(res.success, expected)

@@ -265,7 +265,7 @@ def test_head_on_a_frozen_encoder_trains_only_the_head(one_thread):
 
 def test_registry_and_configs():
     assert "cerebellum" in MODELS and "cerebellum_head" in MECHANISMS
-    for name in ("cerebellum_mnist", "cerebellum_sweeps", "cerebellum_cifar10"):
+    for name in ("cerebellum_mnist", "cerebellum_mnist_sweeps", "cerebellum_cifar10"):
         for full in (False, True):
             spec = load_spec(REPO / "configs" / f"{name}.toml", full=full)
             assert spec.reductions
@@ -309,7 +309,7 @@ def test_head_architecture_takes_the_heads_parameters():
 def _store_row(model, attack, eps, value, seed=0):
     from neurorobust.store import ResultRow
 
-    return ResultRow("cerebellum_sweeps", model, "mnist", attack, "accuracy", value, n=200, eps=eps, seed=seed)
+    return ResultRow("cerebellum_mnist_sweeps", model, "mnist", attack, "accuracy", value, n=200, eps=eps, seed=seed)
 
 
 def test_every_sweep_label_parses_and_the_sweep_report_has_its_tables_and_figures(tmp_path):
@@ -321,7 +321,7 @@ def test_every_sweep_label_parses_and_the_sweep_report_has_its_tables_and_figure
     from neurorobust.store import ResultsStore
 
     for full in (False, True):  # the report finds the sweep's models by their labels: every label must parse
-        for v in expand_sweep(load_spec(REPO / "configs" / "cerebellum_sweeps.toml", full=full)):
+        for v in expand_sweep(load_spec(REPO / "configs" / "cerebellum_mnist_sweeps.toml", full=full)):
             assert parse_sweep_label(v.spec.label) is not None, v.spec.label
     assert parse_sweep_label("rc+ltd k=4 m=50000 b1 (reduced, full suite)") == {
         "kind": "rc",
@@ -347,9 +347,9 @@ def test_every_sweep_label_parses_and_the_sweep_report_has_its_tables_and_figure
     with ResultsStore(tmp_path / "results.db") as store:
         for i, ((model, attack, eps), pair) in enumerate(values.items()):
             rows = [_store_row(model, attack, eps, v, seed) for seed, v in enumerate(pair)]
-            store.record_run("cerebellum_sweeps", "sweep", spec={}, train_key=str(i), eval_key=str(i), rows=rows)
-        rows = latest_rows(store.results(experiment="cerebellum_sweeps", done_only=True))
-        ctx = ReportContext("cerebellum_sweeps", store, tmp_path / "report", rows)
+            store.record_run("cerebellum_mnist_sweeps", "sweep", spec={}, train_key=str(i), eval_key=str(i), rows=rows)
+        rows = latest_rows(store.results(experiment="cerebellum_mnist_sweeps", done_only=True))
+        ctx = ReportContext("cerebellum_mnist_sweeps", store, tmp_path / "report", rows)
         reporter = REPORTERS.create("cerebellum")
         assert reporter.applies(ctx)
         items = reporter.items(ctx)
@@ -415,7 +415,7 @@ def test_the_paper_table_of_an_unswept_experiment(tmp_path):
         reporter = REPORTERS.create("cerebellum")
         assert reporter.applies(ctx)  # claims/cerebellum.toml maps Table 2 to it
         items = reporter.items(ctx)
-        assert not reporter.applies(ReportContext("mnist_cnn", store, tmp_path, rows))
+        assert not reporter.applies(ReportContext("baseline_mnist_cnn", store, tmp_path, rows))
     assert [kind for kind, _, _ in items if kind == "figure"] == []
     tables = {title.split(" (")[0]: payload for kind, title, payload in items if kind == "table"}
     header, body = tables["Table 2: ours"]

@@ -12,7 +12,7 @@ from neurorobust.claims import Claim, judge, load_claims, ours_for
 from neurorobust.errors import InvalidParameterError, SpecError, UnknownNameError
 from neurorobust.models import MODELS, create_model
 from neurorobust.registry import Registry
-from neurorobust.specs import eval_key, load_spec, parse_spec, train_key
+from neurorobust.specs import canonical_experiment, eval_key, load_spec, parse_spec, renamed_configs, train_key
 from neurorobust.training import fit, loss_fn, lr_at
 from neurorobust.validation import Interval, Options, validate_params
 
@@ -90,7 +90,7 @@ def test_sleep_mlp_is_as_coded():
 
 
 # -- specs ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_mlp"])
+@pytest.mark.parametrize("name", ["baseline_mnist_cnn", "baseline_mnist_mlp"])
 def test_shipped_configs_validate(name):
     spec = load_spec(REPO / "configs" / f"{name}.toml")
     assert spec.name == name and spec.data.name == "mnist"
@@ -124,6 +124,58 @@ def test_bad_specs_stop_with_file_and_key(tmp_path, text, match):
 def test_missing_spec_file(tmp_path):
     with pytest.raises(SpecError, match="spec file not found"):
         load_spec(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n"])
+def test_an_empty_spec_is_refused_not_run_with_defaults(tmp_path, text):
+    path = tmp_path / "empty.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match="the spec is empty"):
+        load_spec(path)
+
+
+RENAMED = {
+    "mnist_cnn": "baseline_mnist_cnn",
+    "mnist_mlp": "baseline_mnist_mlp",
+    "sweep_demo": "baseline_digits_sweep",
+    "sgbn_mnist": "stochastic_mnist_sgbn",
+    "sgbn_cifar10": "stochastic_cifar10_sgbn",
+    "sleep_search_mnist": "sleep_mnist_search",
+    "cerebellum_sweeps": "cerebellum_mnist_sweeps",
+}
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(RENAMED.items()))
+def test_an_old_config_name_loads_the_renamed_config_with_a_warning(old, new):
+    with pytest.warns(FutureWarning, match=f"{old} is now called {new}"):
+        spec = load_spec(REPO / "configs" / f"{old}.toml")
+    assert spec == load_spec(REPO / "configs" / f"{new}.toml")  # same spec, stored under the new name
+    assert canonical_experiment(old) == new and canonical_experiment(f"{old}_full") == f"{new}_full"
+
+
+def test_config_names_follow_family_dataset_and_aliases_are_only_aliases():
+    families = ("sleep", "hebbian", "stochastic", "cerebellum", "foveation", "advtrain", "baseline")
+    assert renamed_configs(REPO / "configs") == RENAMED
+    for path in (REPO / "configs").glob("*.toml"):
+        if path.stem not in RENAMED:
+            assert path.stem.split("_")[0] in families, f"{path.name}: name it <family>_<dataset>[_<variant>]"
+    assert canonical_experiment("stochastic_mnist") == "stochastic_mnist"
+
+
+def test_an_alias_config_holds_nothing_else(tmp_path):
+    (tmp_path / "old.toml").write_text('renamed_to = "new"\nseed = 3\n')
+    with pytest.raises(SpecError, match="an alias config holds only"):
+        load_spec(tmp_path / "old.toml")
+
+
+def test_old_claims_file_names_load_the_renamed_files_and_are_not_counted_twice():
+    from neurorobust.claims import claims_paths
+
+    stems = [p.stem for p in claims_paths(REPO / "claims")]
+    assert stems == ["cerebellum", "foveation", "hebbian", "sleep", "stochastic"]
+    for old, new in (("kubo", "stochastic"), ("holzhausen", "hebbian")):
+        with pytest.warns(FutureWarning, match=f"{old}.toml is now {new}.toml"):
+            assert load_claims(REPO / "claims" / f"{old}.toml") == load_claims(REPO / "claims" / f"{new}.toml")
 
 
 def test_train_key_ignores_evaluation_and_data_dir():

@@ -34,7 +34,7 @@ def test_list_shows_every_registry(tmp_path):
     out = nr("list", "models", cwd=tmp_path).stdout
     assert "cnn_mnist" in out and "sleep_mlp" in out and "kubo_2cnn" in out
     out = nr("list", "experiments", cwd=REPO).stdout
-    assert "mnist_cnn" in out and "mnist_mlp" in out
+    assert "baseline_mnist_cnn" in out and "baseline_mnist_mlp" in out
 
 
 @pytest.mark.parametrize(

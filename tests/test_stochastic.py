@@ -134,7 +134,7 @@ def test_dbn_rounds_deterministically_and_declares_a_surrogate():
 
 
 def test_test_time_dropout_is_random_and_declared():
-    net = create_model("kubo_sbn_mlp", input_shape=(1, 8, 8), activation="relu", dropout=0.5, test_dropout=True)
+    net = create_model("kubo_sbn_mlp", input_shape=(1, 8, 8), activation="relu", dropout=0.5, dropout_at_test=True)
     net.eval()
     x = torch.rand(4, 1, 8, 8)
     assert net.is_stochastic and not torch.equal(net(x), net(x))
@@ -247,7 +247,7 @@ def test_single_draw_and_eot_rows_and_a_named_transfer_source(tmp_path, one_thre
         assert out.verdict
 
 
-@pytest.mark.parametrize("name", ["stochastic_mnist", "sgbn_mnist", "sgbn_cifar10"])
+@pytest.mark.parametrize("name", ["stochastic_mnist", "stochastic_mnist_sgbn", "stochastic_cifar10_sgbn"])
 def test_kubo_configs_validate_and_every_transfer_source_is_a_variant(name):
     from neurorobust.experiments.runner import named_source_spec
     from neurorobust.experiments.sweep import expand_sweep
@@ -318,7 +318,7 @@ def test_clean_accuracy_of_a_random_model_is_the_mean_over_draws_and_keeps_the_s
 def test_kubo_registrations_forward_to_the_network_and_refuse_unknown_keys():
     from neurorobust.models import MODELS
 
-    net = create_model("kubo_sbn_1cnn", hidden=12, activation="dbn", dropout=0.5, test_dropout=True)
+    net = create_model("kubo_sbn_1cnn", hidden=12, activation="dbn", dropout=0.5, dropout_at_test=True)
     assert (net.hidden.out_features, net.activation, net.binary.estimator) == (12, "dbn", "dbn")
     assert MODELS.get("kubo_sbn_2cnn").parameters()["n_conv"] == 2 and MODELS.get("kubo_sbn_mlp").parameters() == {
         "input_shape": (1, 28, 28),
@@ -327,10 +327,10 @@ def test_kubo_registrations_forward_to_the_network_and_refuse_unknown_keys():
         "hidden": 100,
         "activation": "ste",
         "dropout": 0.0,
-        "test_dropout": False,
+        "dropout_at_test": False,
         "slope_rate": 0.04,
         "max_slope": 5.0,
-        "sample_at_eval": True,
+        "binary_at_test": True,
     }
     with pytest.raises(InvalidParameterError, match="'hiden' parameter of model 'kubo_sbn_mlp'"):
         create_model("kubo_sbn_mlp", hiden=10)
@@ -400,7 +400,7 @@ def test_stochastic_reporter_tables_show_the_store_rows_and_the_thesis_claims(st
     assert any(r.name == "stochastic" for r in reporters()) and reporter.applies(ctx)
     for other in ("cerebellum_mnist", "no_such_experiment"):
         assert not reporter.applies(ReportContext(other, store, out, []))
-    assert reporter.applies(ReportContext("sgbn_mnist", store, out, []))
+    assert reporter.applies(ReportContext("stochastic_mnist_sgbn", store, out, []))
     items = reporter.items(ctx)
     tables = {title: payload for kind, title, payload in items if kind == "table"}
     header, body = tables["stochastic_mnist: chapter-3 networks (accuracy %, mean ± sd over seeds)"]
@@ -453,13 +453,13 @@ def test_stochastic_reporter_chapter_4_tables_and_figures(store, tmp_path):
     from neurorobust.report.families import REPORTERS, ReportContext
     from neurorobust.store import ResultRow
 
-    sgbn, exp = "SGBN (reduced gate)", "sgbn_mnist"
+    sgbn, exp = "SGBN (reduced gate)", "stochastic_mnist_sgbn"
     values = {
         (sgbn, "clean", None): [0.96],
         (sgbn, "fgsm-1draw", 0.1): [0.5],
         (sgbn, "fgsm-1draw", 0.3): [0.07, 0.09],
-        (sgbn, "bim-1draw", 0.1): [0.377],
-        (sgbn, "ill-1draw", 0.1): [0.665],
+        (sgbn, "bim-thesis-1draw", 0.1): [0.377],
+        (sgbn, "ill-thesis-1draw", 0.1): [0.665],
         ("CNN", "fgsm-1draw", 0.3): [0.01],
         ("CNN", f"transfer from {sgbn} (1 draw)", 0.3): [0.279],
     }
@@ -481,7 +481,7 @@ def test_stochastic_reporter_chapter_4_tables_and_figures(store, tmp_path):
     assert table[sgbn]["FGSM 1 draw .1 (thesis)"].startswith("50.0 (")
     header, body = tables[f"{exp}: BIM and ILL, T = 10 (Fig. 4.4)"]
     (bim,) = body  # the one model with BIM rows
-    assert dict(zip(header, bim, strict=True))["BIM 1 draw 0.1"] == "37.7"
+    assert dict(zip(header, bim, strict=True))["BIM as the thesis, 1 draw 0.1"] == "37.7"
     header, body = tables[f"{exp}: FGSM eps 0.3 transferred between models (Table 4.8; ours (thesis))"]
     assert {r[0]: r[1] for r in body}["CNN"] == "27.9 (—)"  # ours from SGBN (the thesis has no CNN target)
     figures = [payload for kind, _, payload in items if kind == "figure"]

@@ -302,3 +302,45 @@ def test_declared_dropout_stays_on_inside_an_attacks_eot_wrapper() -> None:
     wrapped = EOTModel(net, 4)  # what an EOT attack sees: the declaration sits on the wrapped model
     with eval_mode(wrapped):
         assert net[2].training
+
+
+def test_kubos_bim_steps_eps_each_time_and_clips_only_at_the_end() -> None:
+    """Thesis eq. 2.27: x_t = x_{t-1} + eps sign(grad), T = 10, clipped to [0, 1] once at the end."""
+    from neurorobust.attacks import ATTACKS
+    from neurorobust.attacks.base import attack_loss
+
+    model = copy.deepcopy(_mlp())
+    ds = load_dataset("mnist")
+    x, y = ds.x_test[:30], ds.y_test[:30]
+    for key, least_likely in (("bim-kubo", False), ("ill-kubo", True)):
+        attack = ATTACKS.create(key)
+        res = attack(model, x, y, eps=0.02)
+        # the same recursion written out, with no projection or clipping between the steps
+        target = model(x).argmin(1) if least_likely else y
+        z = x.clone()
+        for _ in range(10):
+            z.requires_grad_(True)
+            (grad,) = torch.autograd.grad(attack_loss("ce", model(z), target).sum(), z)
+            z = (z + (-1 if least_likely else 1) * 0.02 * grad.sign()).detach()
+        assert torch.allclose(res.x_adv, z.clamp(0, 1), atol=1e-6)
+        # the step is the eps: the perturbation goes past the eps ball, up to T x eps, never further
+        linf = res.distances["linf"]
+        assert float(linf.max()) > 0.02 and float(linf.max()) <= 0.2 + 1e-6
+        assert not attack.within_eps and attack.budget(0.02) == pytest.approx(0.2)
+
+
+def test_an_eps_step_protocol_row_never_enters_the_worst_case() -> None:
+    result = neurorobust.evaluate(
+        copy.deepcopy(_mlp()),
+        "mnist",
+        suite="seed-paper",
+        eps=[0.02],
+        attacks=[{"name": "fgsm"}, {"name": "bim-kubo", "label": "bim-thesis"}],
+        checklist=False,
+        **SMALL,
+    )
+    acc = {r.attack: r for r in result.rows if r.metric == "accuracy" and r.eps == 0.02}
+    assert acc["bim-thesis"].params["eps_is_step_size"] and acc["bim-thesis"].params["max_linf"] > 0.02
+    assert acc["bim-thesis"].value < acc["fgsm"].value  # ten eps-sized steps: a far larger perturbation
+    assert acc["worst-case"].params["over"] == ["fgsm"]  # the protocol row is shown, never counted
+    assert acc["worst-case"].value == pytest.approx(acc["fgsm"].value)

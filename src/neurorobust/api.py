@@ -3,7 +3,7 @@
 Examples
 --------
 >>> import neurorobust.api as nr                                     # doctest: +SKIP
->>> outcome = nr.train("configs/mnist_cnn.toml")                      # doctest: +SKIP
+>>> outcome = nr.train("configs/baseline_mnist_cnn.toml")                      # doctest: +SKIP
 >>> rows = nr.evaluate(outcome.model, "mnist", suite="quick", n=200)  # doctest: +SKIP
 """
 

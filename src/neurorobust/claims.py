@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -135,14 +136,33 @@ def claims_paths(folder: str | Path | None = None) -> list[Path]:
         from .data.search import REPO_ROOT
 
         folder = Path("claims") if Path("claims").is_dir() else REPO_ROOT / "claims"
-    return sorted(Path(folder).glob("*.toml"))
+    return [p for p in sorted(Path(folder).glob("*.toml")) if _renamed_to(p) is None]
+
+
+def _renamed_to(path: Path) -> str | None:
+    """The new name in an alias claims file (``renamed_to = "NEW"``, the old name kept one release)."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+        return None
+    value = raw.get("renamed_to")
+    return value if isinstance(value, str) and set(raw) == {"renamed_to"} else None
 
 
 def load_claims(path: str | Path) -> ClaimsFile:
-    """Read and validate ``claims/NAME.toml``; errors name the file and key path."""
+    """Read and validate ``claims/NAME.toml``; errors name the file and key path. An old name
+    (``claims/stochastic.toml``) loads the renamed file with a warning."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: claims file not found.")
+    renamed = _renamed_to(path)
+    if renamed is not None:
+        warnings.warn(
+            f"{path.name} is now {renamed}.toml; the old name goes away in the next release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        path = path.with_name(f"{renamed}.toml")
     try:
         return ClaimsFile.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
     except tomllib.TOMLDecodeError as exc:

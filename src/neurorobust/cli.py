@@ -145,7 +145,10 @@ def list_cmd(
             table.add_column("description")
             for path in sorted(_configs_dir().glob("*.toml")):
                 try:
-                    desc = tomllib.loads(path.read_text()).get("description", "")
+                    raw = tomllib.loads(path.read_text())
+                    desc = raw.get("description", "")
+                    if "renamed_to" in raw:
+                        desc = f"old name of {raw['renamed_to']} (works until the next release)"
                 except tomllib.TOMLDecodeError:
                     desc = "(invalid TOML)"
                 table.add_row(path.stem, str(desc))
@@ -560,7 +563,7 @@ def demo(
 
     rows: list[Any] = []
     store_path = None
-    for name in ("mnist_mlp", "mnist_cnn"):
+    for name in ("baseline_mnist_mlp", "baseline_mnist_cnn"):
         outcome, store_path = _run(
             _configs_dir() / f"{name}.toml", store=store, force=force, full=False, evaluate=True, experiment="demo"
         )

@@ -4,7 +4,7 @@ A spec file holds only overrides of the defaults below. An unknown key, a wrong 
 impossible value stops the run with one :class:`~neurorobust.errors.SpecError` naming the file,
 the key path and what is allowed.
 
-Example (``configs/mnist_cnn.toml``)::
+Example (``configs/baseline_mnist_cnn.toml``)::
 
     description = "Two-conv CNN on MNIST"
     [model]
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,10 +39,12 @@ __all__ = [
     "SearchSpec",
     "SweepSpec",
     "TrainSpec",
+    "canonical_experiment",
     "configs_dir",
     "eval_key",
     "load_spec",
     "parse_spec",
+    "renamed_configs",
     "train_key",
 ]
 
@@ -519,16 +522,68 @@ def load_spec(path: str | Path, *, full: bool = False) -> ExperimentSpec:
         Missing file, TOML syntax error, unknown key, wrong type or impossible value.
     """
     path = Path(path)
+    raw = _read_toml(path)
+    renamed = _renamed_to(raw, path)
+    if renamed is not None:  # a config's old name, kept for one release (docs/architecture.md, "Names")
+        target = path.with_name(f"{renamed}.toml")
+        warnings.warn(
+            f"{path.stem} is now called {renamed}: use `{renamed}` (configs/{renamed}.toml); "
+            f"the old name goes away in the next release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        path, raw = target, _read_toml(target)
+    if not raw:
+        raise SpecError(
+            f"{path}: the spec is empty. Give at least [data] and [model] (see configs/baseline_mnist_cnn.toml "
+            "and docs/specs.md)."
+        )
+    raw.setdefault("name", path.stem)
+    return parse_spec(raw, source=str(path), full=full)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SpecError(f"{path}: spec file not found. Specs live in configs/; run `neurorobust list experiments`.")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML ({exc}). Fix the syntax and run again.") from None
     except UnicodeDecodeError:
         raise SpecError(f"{path}: not a UTF-8 text file.") from None
-    raw.setdefault("name", path.stem)
-    return parse_spec(raw, source=str(path), full=full)
+
+
+def _renamed_to(raw: dict[str, Any], path: Path) -> str | None:
+    """The new name in an alias config (``renamed_to = "NEW"`` and nothing else), else ``None``."""
+    if "renamed_to" not in raw:
+        return None
+    if set(raw) != {"renamed_to"} or not isinstance(raw["renamed_to"], str):
+        raise SpecError(f"{path}: an alias config holds only `renamed_to = \"NEW_NAME\"`.")
+    return raw["renamed_to"]
+
+
+def renamed_configs(folder: str | Path | None = None) -> dict[str, str]:
+    """``{old name: new name}`` of the alias configs in ``folder`` (default :func:`configs_dir`)."""
+    out = {}
+    for path in sorted(Path(folder or configs_dir()).glob("*.toml")):
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(raw.get("renamed_to"), str):
+            out[path.stem] = raw["renamed_to"]
+    return out
+
+
+def canonical_experiment(name: str) -> str:
+    """An experiment's current name: stores written before a config was renamed hold the old one
+    (``sgbn_mnist`` -> ``stochastic_mnist_sgbn``, and its FULL tier ``sgbn_mnist_full`` likewise)."""
+    renamed = renamed_configs()
+    for suffix in ("", "_full"):
+        base = name[: len(name) - len(suffix)] if suffix else name
+        if (not suffix or name.endswith(suffix)) and base in renamed:
+            return renamed[base] + suffix
+    return name
 
 
 def _digest(obj: Any) -> str:

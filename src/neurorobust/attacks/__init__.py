@@ -31,7 +31,7 @@ from .base import (
 )
 from .blackbox import BoundaryAttack, SquareAttack
 from .fab import FAB
-from .gradient import BIM, FGSM, ILL, PGD, IterativeGradient
+from .gradient import BIM, FGSM, ILL, PGD, IterativeGradient, KuboBIM, KuboILL
 from .minimal import CarliniWagnerL2, DeepFool, FGSMMin
 from .sparse import JSMA
 from .transfer import Transfer
@@ -59,6 +59,8 @@ __all__ = [
     "EOTModel",
     "FGSMMin",
     "IterativeGradient",
+    "KuboBIM",
+    "KuboILL",
     "SquareAttack",
     "Transfer",
     "ascent_direction",
@@ -78,6 +80,8 @@ for _cls in (
     FGSMMin,
     BIM,
     ILL,
+    KuboBIM,
+    KuboILL,
     PGD,
     APGD,
     APGDDLR,

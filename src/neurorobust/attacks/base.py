@@ -372,6 +372,10 @@ class Attack(ABC):
     key: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     bounded: bool = True
+    #: ``False`` for an attack whose eps is a step size rather than a budget (a paper's protocol, e.g.
+    #: ``bim-kubo``): its adversarials may leave the eps ball (see :meth:`budget`), so they never enter a
+    #: worst case at eps, a cascade or a check.
+    within_eps: ClassVar[bool] = True
     tags: ClassVar[tuple[str, ...]] = ()
     constraints: ClassVar[dict[str, Constraint]] = {}
 
@@ -549,6 +553,11 @@ class Attack(ABC):
                     results.append(self._finish(model, x, y, raw, e, clean_correct, extra))
         return results[0] if single else results
 
+    def budget(self, eps: float | None) -> float | None:
+        """The radius the result is projected onto for ``eps``: ``eps`` itself for every attack bounded by
+        it; larger for an attack whose eps is a per-step size (:attr:`within_eps` ``False``)."""
+        return eps
+
     # ---------------------------------------------------------------- internals of __call__
     def _run_counted(
         self,
@@ -592,7 +601,7 @@ class Attack(ABC):
         norm = self.norm
         if not bool(torch.isfinite(raw).all()):
             raise ModelOutputError(model, f"led {type(self).__name__} to NaN or infinite adversarial inputs")
-        x_adv = project(raw, x, eps, norm)
+        x_adv = project(raw, x, self.budget(eps), norm)
         with eval_mode(model), torch.inference_mode():
             logits = model(x_adv)
             check_finite(model, logits)

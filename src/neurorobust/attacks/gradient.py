@@ -26,7 +26,7 @@ from .base import (
     uniform_in_ball,
 )
 
-__all__ = ["BIM", "FGSM", "ILL", "PGD", "IterativeGradient"]
+__all__ = ["BIM", "FGSM", "ILL", "PGD", "IterativeGradient", "KuboBIM", "KuboILL"]
 
 _GRAD_NORMS = ("linf", "l2")
 
@@ -412,3 +412,76 @@ class PGD(IterativeGradient):
             False,
             self.early_stop,
         )
+
+
+_KUBO_THESIS = "Kubo 2019, Learning stochastic weight masking to resist adversarial attacks (PhD thesis), eq. 2.27"
+
+
+class KuboBIM(Attack):
+    r"""The thesis' BIM as Kubo wrote it (eq. 2.27): ``steps`` steps of size eps, clipped only at the end.
+
+    .. math::
+
+        x^{0} = x, \qquad x^{t} = x^{t-1} + \epsilon\,\operatorname{sign}(\nabla_x L(x^{t-1}, y)),
+        \qquad x_{adv} = \operatorname{clip}_{[0,1]}(x^{T})
+
+    Here eps is the per-step size (the thesis' x-axis), not a budget: the perturbation can reach
+    ``steps`` × eps in L∞, so this attack's rows are the thesis' protocol, labelled as such, and never
+    enter a worst case at eps, a cascade or a gradient-masking check (:attr:`within_eps` is ``False``).
+    Our :class:`BIM` takes eps/T steps inside the eps ball. The thesis keeps the last iterate; so does this.
+
+    Parameters
+    ----------
+    steps : int, default=10
+        T (the thesis: 10).
+    loss : {'ce', 'mse', 'margin', 'dlr'}, default='ce'
+    model_mode : {'eval', 'train'}, default='eval'
+    """
+
+    key = "bim-kubo"
+    paper = _KUBO_THESIS + " (BIM, eps = step size, clipped at the end)"
+    tags = ("gradient", "linf", "paper-protocol")
+    norm = "linf"
+    within_eps = False
+    constraints: ClassVar[dict[str, Any]] = {"steps": Interval(int, 1, None), "loss": _LOSS}
+    _least_likely = False
+
+    def __init__(self, *, steps: int = 10, loss: str = "ce", model_mode: str = "eval") -> None:
+        super().__init__(steps=steps, loss=loss, model_mode=model_mode)
+
+    def budget(self, eps: float | None) -> float | None:
+        """``steps`` × eps: the farthest the unprojected steps can go."""
+        return None if eps is None else eps * self.steps
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float | None,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        if eps is None:  # the base passes a step size to every bounded attack
+            raise InvalidParameterError("eps", type(self).__name__, "a number (the step size)", eps)
+        if self._least_likely:
+            with torch.no_grad():
+                target = self._logits(model, x).argmin(dim=1)
+        else:
+            target = y
+        sign = -1.0 if self._least_likely else 1.0
+        x_adv = x.clone()
+        for _ in range(self.steps):
+            grad, _, _ = input_gradient(lambda z: self._logits(model, z), x_adv, target, self.loss)
+            x_adv = x_adv + sign * eps * grad.sign()  # no projection and no clipping between steps (eq. 2.27)
+        return x_adv.clamp(0.0, 1.0)
+
+
+class KuboILL(KuboBIM):
+    r"""The thesis' ILL (iterative least-likely class) as written: :class:`KuboBIM` descending the loss of
+    the class the clean input makes least likely, :math:`x^{t} = x^{t-1} - \epsilon\,\operatorname{sign}
+    (\nabla_x L(x^{t-1}, y_{LL}))`. Success is untargeted."""
+
+    key = "ill-kubo"
+    paper = _KUBO_THESIS + " (ILL, eps = step size, clipped at the end)"
+    _least_likely = True

@@ -111,6 +111,11 @@ class _Wrapper(Attack):
     def _adopt(self, attack: Attack) -> None:
         self.bounded = attack.bounded
         self.norm = attack.norm
+        self.within_eps = attack.within_eps  # type: ignore[misc]
+
+    def budget(self, eps: float | None) -> float | None:
+        """The inner attack's projection radius (an eps-sized-step attack keeps its larger one)."""
+        return self.attack.budget(eps)
 
     def _inner_run(
         self,

@@ -215,7 +215,13 @@ def run_attack_suite(
         return out
     ctx = ProbeContext(model, x, y, spec, probe_idx, clean, draws, surrogate, seed, base)
     out.checks = run_checklist(
-        ctx, out.runs, out.worst_case, logit_change=randomness, declared=declared, emit=report.emit, tick=report.tick
+        ctx,
+        [r for r in out.runs if r.within_eps],  # a step-size-eps protocol row is no evidence about the eps ball
+        out.worst_case,
+        logit_change=randomness,
+        declared=declared,
+        emit=report.emit,
+        tick=report.tick,
     )
     out.verdict = verdict(out.checks)
     # the reported number: worst case over the suite's attacks *and* every probe of the checklist
@@ -292,9 +298,10 @@ def _run_planned(t: _Target, item: _Planned) -> tuple[list[AttackRun], list[Resu
             item.adaptive,
             getattr(item.attack, "norm", None) or "linf",  # the attacks' own default
             attacked_mask=attacked_mask,
+            within_eps=item.attack.within_eps,
         )
         runs.append(run)
-        if eps is not None:
+        if eps is not None and run.within_eps:
             reached = _reach(t, eps, idx, correct)
             if item.cascade:
                 run.cumulative = reached
@@ -320,7 +327,7 @@ def _worst_rows(out: SuiteOutcome, t: _Target) -> list[ResultRow]:
     out.worst_case = worst
     rows = []
     for e in sorted({*worst, *paper}):
-        over = sorted({r.label for r in out.runs if r.eps is not None and math.isclose(r.eps, e)})
+        over = sorted({r.label for r in out.runs if r.within_eps and r.eps is not None and math.isclose(r.eps, e)})
         if e in worst:
             rows.append(acc_row(t.base, "worst-case", e, worst[e], covered[e], {"over": over}))
         if e in paper:
@@ -507,6 +514,12 @@ def _rows_for(
         "attack": repr(attack),
         **({"draws": "mean over draws"} if stochastic else {}),
         **({} if run.adaptive else {"adaptive": False}),  # run without the EOT/BPDA its declarations call for
+        # eps was the step size (a paper's protocol): the perturbation may reach steps x eps
+        **(
+            {}
+            if run.within_eps
+            else {"eps_is_step_size": True, "max_linf": round(float(r.distances["linf"].max()), 5)}
+        ),
         **(
             {"cascade": f"accuracy after this attack and the ones before it; {run.attacked} of {n} points attacked"}
             if run.attacked < n
@@ -633,7 +646,9 @@ def _worst_case(
         per_point = torch.full_like(clean, float("nan"))
         adaptive = torch.zeros(len(clean), dtype=torch.bool)
         for run in runs:
-            if run.eps is None or not math.isclose(run.eps, eps) or (norm is not None and run.norm != norm):
+            if not run.within_eps or run.eps is None or not math.isclose(run.eps, eps):
+                continue  # an attack whose eps is a step size may leave the ball: never part of a worst case
+            if norm is not None and run.norm != norm:
                 continue
             current = torch.where(per_point[run.idx].isnan(), clean[run.idx], per_point[run.idx])
             per_point[run.idx] = torch.minimum(current, run.correct)

@@ -37,6 +37,7 @@ class AttackRun:
     norm: str | None = None  # the attack's threat model, where it has one ("linf", "l2")
     cumulative: torch.Tensor | None = None  # in a cascade: per point, accuracy after this attack and those before
     attacked_mask: torch.Tensor | None = None  # which points of idx the attack attacked (fewer in a cascade)
+    within_eps: bool = True  # False: eps was a step size (a paper's protocol); never in a worst case or a check
 
     @property
     def attacked(self) -> int:

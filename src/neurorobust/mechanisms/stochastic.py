@@ -39,7 +39,7 @@ Every random layer here subclasses :class:`RandomLayer` and declares ``is_stocha
 and BPDA automatically. ``on_epoch_start`` anneals the slopes from the training loop.
 
 Dropout and weight decay (thesis §3.2.2-3.2.3) need no new code: dropout is the ``dropout``
-parameter of the Kubo networks (``test_dropout=True`` keeps it on at test time, declared random),
+parameter of the Kubo networks (``dropout_at_test=True`` keeps it on at test time, declared random),
 L1 is ``train.l1`` and L2 is ``train.weight_decay`` of the one training loop.
 
 Models registered here: ``kubo_sbn_mlp``, ``kubo_sbn_1cnn``, ``kubo_sbn_2cnn`` (thesis Tables
@@ -308,7 +308,7 @@ class StochasticBinary(RandomLayer):
     anneal : bool or None, default=None
         Anneal the slope over epochs; ``None`` means on for ``'ste'`` and ``'dbn'``, off for
         ``'reinforce'`` (the thesis anneals the soft STE only).
-    sample_at_eval : bool, default=True
+    at_test : bool, default=True
         Sample in eval mode too (the stochastic networks of the thesis); ``False`` thresholds
         :math:`p` at 1/2 in eval mode (deterministic).
     baseline : bool, default=True
@@ -331,7 +331,7 @@ class StochasticBinary(RandomLayer):
         "slope_rate": Interval(float, 0, None),
         "max_slope": Interval(float, 0, None, closed="neither"),
         "anneal": Type(bool, optional=True),
-        "sample_at_eval": Type(bool),
+        "at_test": Type(bool),
         "baseline": Type(bool),
     }
 
@@ -343,7 +343,7 @@ class StochasticBinary(RandomLayer):
         slope_rate: float = 0.04,
         max_slope: float = 5.0,
         anneal: bool | None = None,
-        sample_at_eval: bool = True,
+        at_test: bool = True,
         baseline: bool = True,
     ) -> None:
         validate_params("StochasticBinary", self._parameter_constraints, locals())
@@ -353,14 +353,14 @@ class StochasticBinary(RandomLayer):
         self.estimator = estimator
         self.slope_start, self.slope_rate, self.max_slope = float(slope), float(slope_rate), float(max_slope)
         self.anneal = (estimator != "reinforce") if anneal is None else anneal
-        self.sample_at_eval = sample_at_eval
+        self.at_test = at_test
         self.baseline = baseline
         self.register_buffer("slope", torch.tensor(float(slope)))
         self._collector: list[_RewardSlot] | None = None
 
     @property
     def is_stochastic(self) -> bool:
-        return self.estimator != "dbn" and self.sample_at_eval
+        return self.estimator != "dbn" and self.at_test
 
     def extra_repr(self) -> str:
         return f"estimator={self.estimator!r}, slope={float(self.slope):g}, anneal={self.anneal}"
@@ -377,7 +377,7 @@ class StochasticBinary(RandomLayer):
             return p
         if self.estimator == "dbn":
             return p + (torch.round(p) - p).detach()
-        hard = (torch.rand_like(p) < p).to(p.dtype) if self.training or self.sample_at_eval else (p > 0.5).to(p.dtype)
+        hard = (torch.rand_like(p) < p).to(p.dtype) if self.training or self.at_test else (p > 0.5).to(p.dtype)
         if self.estimator == "ste":
             return p + (hard - p).detach()
         slot = _RewardSlot()
@@ -557,11 +557,11 @@ class StochasticKuboNet(StochasticMixin, KuboNet):
         Stochastic binary neurons with an estimator (:class:`StochasticBinary`), or ReLU.
     dropout : float, default=0.0
         Inverted dropout after the hidden layer.
-    test_dropout : bool, default=False
+    dropout_at_test : bool, default=False
         Keep dropout on at test time (declared random: attacked with EOT).
     slope_rate, max_slope : float, default=0.04, 5.0
         Slope annealing (:func:`annealed_slope`).
-    sample_at_eval : bool, default=True
+    binary_at_test : bool, default=True
         Binary neurons sample at test time too.
 
     Examples
@@ -574,10 +574,10 @@ class StochasticKuboNet(StochasticMixin, KuboNet):
     _parameter_constraints: ClassVar[dict[str, Constraint]] = {
         **KuboNet._parameter_constraints,
         "activation": Options(ACTIVATIONS),
-        "test_dropout": Type(bool),
+        "dropout_at_test": Type(bool),
         "slope_rate": Interval(float, 0, None),
         "max_slope": Interval(float, 1, None),
-        "sample_at_eval": Type(bool),
+        "binary_at_test": Type(bool),
     }
 
     def __init__(
@@ -589,10 +589,10 @@ class StochasticKuboNet(StochasticMixin, KuboNet):
         hidden: int = 100,
         activation: str = "ste",
         dropout: float = 0.0,
-        test_dropout: bool = False,
+        dropout_at_test: bool = False,
         slope_rate: float = 0.04,
         max_slope: float = 5.0,
-        sample_at_eval: bool = True,
+        binary_at_test: bool = True,
     ) -> None:
         validate_params("StochasticKuboNet", self._parameter_constraints, locals())
         super().__init__(input_shape, num_classes, n_conv=n_conv, hidden=hidden, dropout=dropout)
@@ -600,9 +600,9 @@ class StochasticKuboNet(StochasticMixin, KuboNet):
         self.binary = (
             None
             if activation == "relu"
-            else StochasticBinary(activation, slope_rate=slope_rate, max_slope=max_slope, sample_at_eval=sample_at_eval)
+            else StochasticBinary(activation, slope_rate=slope_rate, max_slope=max_slope, at_test=binary_at_test)
         )
-        self.dropout = TestTimeDropout(dropout, at_test=test_dropout)
+        self.dropout = TestTimeDropout(dropout, at_test=dropout_at_test)
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         a = self.hidden(self.features(x))

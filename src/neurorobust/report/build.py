@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.metrics import mean_sd
+from ..specs import canonical_experiment
 from ..store import ResultsStore
 from .families import ReportContext, reporters
 from .figures import curve_figure
@@ -197,7 +198,8 @@ def paper_values(experiment: str, claims_dir: Path | None = None) -> dict[tuple[
     out: dict[tuple[str, str, float | None], float] = {}
     for path in claims_paths(claims_dir):
         for c in load_claims(path).claims:
-            if c.experiment == experiment and c.kind == "absolute" and c.metric == "accuracy" and c.value is not None:
+            mapped = c.experiment == canonical_experiment(experiment)
+            if mapped and c.kind == "absolute" and c.metric == "accuracy" and c.value is not None:
                 out[(c.model, c.attack, c.eps)] = c.value * (100 if c.unit == "fraction" else 1)
     return out
 
@@ -212,7 +214,7 @@ def claims_table(
     for path in claims_paths(claims_dir):
         cf = load_claims(path)
         for c in cf.claims:
-            if c.experiment != experiment:
+            if c.experiment != canonical_experiment(experiment):
                 continue
             ours = ours_for(c, rows)
             base = ours_for(c, rows, model=c.baseline_model) if c.kind in ("relative", "direction") else None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.metrics import mean_sd
+from ..specs import canonical_experiment
 from ..store import ResultsStore
 from .tables import markdown_table
 
@@ -98,7 +99,7 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
         suite = chosen
         clean = [r["value"] for r in latest if r["attack"] == "clean" and r["metric"] == "accuracy"]
         worst = [r for r in latest if r["attack"] == "worst-case" and r["metric"] == "accuracy"]
-        claim = claims.get((exp, model))
+        claim = claims.get((canonical_experiment(exp), model))
         eps_ref = claim.eps if claim is not None and claim.eps is not None else _reference_eps(worst)
         at_eps = [
             r["value"]

@@ -1,6 +1,6 @@
 """Liu, Li & Chen: the cerebellum's sweep tables and figures, and the paper's tables next to ours.
 
-For an experiment with sweep-labelled models (``configs/cerebellum_sweeps.toml``: width m, sparsity
+For an experiment with sweep-labelled models (``configs/cerebellum_mnist_sweeps.toml``: width m, sparsity
 k at the synapse budget, batch 50 vs batch 1) the reporter adds three tables, a figure of robust
 accuracy at eps 0.1 vs m and vs k (``robust_vs_width_k.png``) and two six-panel figures of accuracy
 vs m and vs k under every paper attack with the paper's Table 6 / 7 values dashed
@@ -8,7 +8,7 @@ vs m and vs k under every paper attack with the paper's Table 6 / 7 values dashe
 ``claims/cerebellum.toml`` maps claims to, it adds one table per paper table: a row per model, each
 cell "ours (paper) mark" with the claims machinery's verdict, plus the relative and textual claims.
 
-``neurorobust report cerebellum_sweeps --figures-to docs/figures`` copies the figures to
+``neurorobust report cerebellum_mnist_sweeps --figures-to docs/figures`` copies the figures to
 ``docs/figures/cerebellum_sweeps_<file>`` for docs/cerebellum.md.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 
 from ...claims import claims_paths, judge, load_claims, ours_for
 from ...plotting import plt
+from ...specs import canonical_experiment
 from . import ReportContext, Reporter, ReportItem, register_reporter
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "sweep_report_items",
 ]
 
-#: Labels of ``configs/cerebellum_sweeps.toml``: "fc m=5000", "rc+ltd k=4 m=50000 b1 (reduced)", ...
+#: Labels of ``configs/cerebellum_mnist_sweeps.toml``: "fc m=5000", "rc+ltd k=4 m=50000 b1 (reduced)", ...
 SWEEP_LABEL = re.compile(
     r"^(?P<kind>fc|rc)(?P<ltd>\+ltd)? (?:k=(?P<k>\d+) )?m=(?P<m>\d+)(?: b(?P<batch>\d+))?(?: \((?P<tier>[^)]*)\))?$"
 )
@@ -95,7 +96,8 @@ def _is_sweep(rows: list[dict[str, Any]]) -> bool:
 
 def _claims_of(family: str, experiment: str) -> list[Any]:
     """The claims of ``claims/<family>.toml`` mapped to ``experiment``."""
-    return [c for p in claims_paths() if p.stem == family for c in load_claims(p).claims if c.experiment == experiment]
+    name = canonical_experiment(experiment)
+    return [c for p in claims_paths() if p.stem == family for c in load_claims(p).claims if c.experiment == name]
 
 
 # ------------------------------------------------------------------------------------ sweep tables

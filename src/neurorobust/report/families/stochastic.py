@@ -21,6 +21,7 @@ from typing import Any
 
 from ...claims import Claim, claims_paths, judge, load_claims
 from ...plotting import plt
+from ...specs import canonical_experiment
 from ..figures import distinct_styles, save_with_legend
 from ..tables import mean_sd_text
 from . import ReportContext, Reporter, ReportItem, register_reporter
@@ -43,7 +44,7 @@ def thesis_claims(experiment: str, claims_dir: Path | None = None) -> list[tuple
     for path in claims_paths(claims_dir):
         cf = load_claims(path)
         if cf.paper.startswith(AUTHOR):
-            out += [(path.stem, c) for c in cf.claims if c.experiment == experiment]
+            out += [(path.stem, c) for c in cf.claims if c.experiment == canonical_experiment(experiment)]
     return out
 
 
@@ -227,22 +228,23 @@ def _chapter4(ctx: ReportContext, claims: ClaimIndex) -> list[ReportItem]:
         "FGSM on the chapter-4 models, one draw",
         _curves(rows, models, "fgsm-1draw", out / "fgsm_one_draw.png", title),
     )
-    iterative = [m for m in models if _cell(rows, m, "bim-1draw", 0.1) != "—"]
+    iterative = [m for m in models if _cell(rows, m, "bim-thesis-1draw", 0.1) != "—"]
     if iterative:
         body = [
             [m]
-            + [_cell(rows, m, f"{a}-1draw", eps) for a in ("bim", "ill") for eps in (0.06, 0.1)]
+            + [_cell(rows, m, f"{a}-thesis-1draw", eps) for a in ("bim", "ill") for eps in (0.06, 0.1)]
             + [_cell(rows, m + _EOT, a, eps) for a in ("bim", "ill") for eps in (0.06, 0.1)]
-            + [_thesis(claims, m, "bim-1draw", 0.06), _thesis(claims, m, "bim-1draw", 0.1)]
+            + [_thesis(claims, m, "bim-thesis-1draw", 0.06), _thesis(claims, m, "bim-thesis-1draw", 0.1)]
             for m in iterative
         ]
-        header = ["network"] + [f"{a} 1 draw {eps:g}" for a in ("BIM", "ILL") for eps in (0.06, 0.1)]
+        # the thesis' BIM/ILL (eps = step size, eq. 2.27) on one draw; ours (eps-ball, eps/T steps) with EOT/BPDA
+        header = ["network"] + [f"{a} as the thesis, 1 draw {eps:g}" for a in ("BIM", "ILL") for eps in (0.06, 0.1)]
         header += [f"{a} EOT/BPDA {eps:g}" for a in ("BIM", "ILL") for eps in (0.06, 0.1)]
         header += ["thesis BIM .06", "thesis BIM .1"]
         items.append(("table", f"{exp}: BIM and ILL, T = 10 (Fig. 4.4)", (header, body)))
         for a in ("bim", "ill"):
-            title = f"{exp}: {a.upper()} (T = 10), one draw"
-            _figure(items, title, _curves(rows, iterative, f"{a}-1draw", out / f"{a}_one_draw.png", title))
+            title = f"{exp}: {a.upper()} as the thesis (T = 10, eps = step size), one draw"
+            _figure(items, title, _curves(rows, iterative, f"{a}-thesis-1draw", out / f"{a}_one_draw.png", title))
     sources = ["SGBN", "SAP", "BNN+PGD", "CNN-BIN", "CNN"]
     src_labels = {s: next((m for m in models if m.split(" (reduced")[0] == s), s) for s in sources}
     body = []
