@@ -54,6 +54,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SpecError
+from .specs import canonical_experiment
 
 __all__ = ["Claim", "ClaimsFile", "Verdict", "claims_paths", "judge", "load_claims", "ours_for"]
 
@@ -223,7 +224,7 @@ def ours_for(claim: Claim, rows: list[dict[str, Any]], model: str | None = None)
     match = [
         r
         for r in rows
-        if r["experiment"] == claim.experiment
+        if canonical_experiment(r["experiment"]) == claim.experiment  # a store may predate a config's rename
         and r["model"] == model
         and r["metric"] == claim.metric
         and r["attack"] == claim.attack

@@ -15,6 +15,7 @@ Example (``configs/baseline_mnist_cnn.toml``)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tomllib
@@ -564,15 +565,22 @@ def _renamed_to(raw: dict[str, Any], path: Path) -> str | None:
 
 def renamed_configs(folder: str | Path | None = None) -> dict[str, str]:
     """``{old name: new name}`` of the alias configs in ``folder`` (default :func:`configs_dir`)."""
+    path = Path(folder or configs_dir()).resolve()
+    return dict(_renamed_in(str(path), path.stat().st_mtime_ns if path.is_dir() else 0))
+
+
+@functools.lru_cache(maxsize=8)
+def _renamed_in(folder: str, mtime_ns: int) -> tuple[tuple[str, str], ...]:
+    """Cached per folder and modification time: claims matching asks for every row of a store."""
     out = {}
-    for path in sorted(Path(folder or configs_dir()).glob("*.toml")):
+    for path in sorted(Path(folder).glob("*.toml")):
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             continue
         if isinstance(raw.get("renamed_to"), str):
             out[path.stem] = raw["renamed_to"]
-    return out
+    return tuple(out.items())
 
 
 def canonical_experiment(name: str) -> str:
