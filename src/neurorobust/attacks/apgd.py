@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import InvalidParameterError, ModelOutputError
+from ..errors import ModelOutputError
 from ..validation import Interval, Options
 from .base import (
     Attack,
@@ -151,8 +151,7 @@ class APGD(Attack):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if eps is None:  # the base passes a budget to every bounded attack
-            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
+        eps = self._required_eps(eps)
         if self.loss == "dlr":
             require_classes(self, model, x, 3, "loss='dlr'")
         best = x.clone()
@@ -363,8 +362,7 @@ class APGDT(APGD):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if eps is None:  # the base passes a budget to every bounded attack
-            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
+        eps = self._required_eps(eps)
         n_classes = require_classes(self, model, x, 4, "the targeted DLR loss of apgd-t")
         n_targets = min(self.n_target_classes, n_classes - 1)
         with torch.no_grad():

@@ -553,6 +553,12 @@ class Attack(ABC):
                     results.append(self._finish(model, x, y, raw, e, clean_correct, extra))
         return results[0] if single else results
 
+    def _required_eps(self, eps: float | None) -> float:
+        """``eps`` for a bounded attack's ``_run`` (the base always passes one; a direct caller may not)."""
+        if eps is None:
+            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs an eps)", eps)
+        return eps
+
     def budget(self, eps: float | None) -> float | None:
         """The radius the result is projected onto for ``eps``: ``eps`` itself for every attack bounded by
         it; larger for an attack whose eps is a per-step size (:attr:`within_eps` ``False``)."""

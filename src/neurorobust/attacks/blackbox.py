@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import InvalidParameterError
 from ..modes import eval_mode
 from ..validation import Interval, Options
 from .base import Attack, _expand, _rand, _randint, _randn, attack_loss, draw_correct, draw_predictions, lp_norm
@@ -92,8 +91,7 @@ class SquareAttack(Attack):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if eps is None:  # the base passes a budget to every bounded attack
-            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
+        eps = self._required_eps(eps)
         n, c, h, w = x.shape
 
         def margin(z: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

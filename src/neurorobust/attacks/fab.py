@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from ..errors import InvalidParameterError
 from ..modes import eval_mode
 from ..validation import Interval, Options
 from .base import Attack, _expand, _flat, _rand, _randn, draw_correct, input_gradient, lp_norm, target_classes
@@ -206,8 +205,7 @@ class FAB(Attack):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if eps is None:  # the base passes a budget to every bounded attack
-            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
+        eps = self._required_eps(eps)
         norm = self.norm or "linf"
         with eval_mode(model), torch.no_grad():
             logits = self._logits(model, x)

@@ -86,8 +86,7 @@ class IterativeGradient(Attack):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if eps is None:  # the base passes a budget to every bounded attack
-            raise InvalidParameterError("eps", type(self).__name__, "a number (a bounded attack needs a budget)", eps)
+        eps = self._required_eps(eps)
         cfg = self._config()
         if cfg.loss == "dlr":
             require_classes(self, model, x, 3, "loss='dlr'")
@@ -462,8 +461,7 @@ class KuboBIM(Attack):
         eps: float | None,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        if eps is None:  # the base passes a step size to every bounded attack
-            raise InvalidParameterError("eps", type(self).__name__, "a number (the step size)", eps)
+        eps = self._required_eps(eps)
         if self._least_likely:
             with torch.no_grad():
                 target = self._logits(model, x).argmin(dim=1)
