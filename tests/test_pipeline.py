@@ -194,3 +194,100 @@ def test_a_curve_of_a_sweeps_many_variants_keeps_its_legend_readable(tmp_path):
         few_path = curve_figure(few, "fgsm", tmp_path / "few.png")
     assert many_path is not None and few_path is not None
     assert Image.open(many_path).size[0] > Image.open(few_path).size[0]
+
+
+MODEL_FILE = """
+import torch.nn as nn
+
+
+def build_model():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+
+def three_classes():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+
+def raises():
+    raise RuntimeError("no GPU here")
+"""
+
+
+def test_evaluate_a_users_model_file_with_weights_on_their_own_data(tmp_path):
+    import numpy as np
+    import torch.nn as tnn
+    from safetensors.torch import save_file
+
+    (tmp_path / "mine.py").write_text(MODEL_FILE)
+    ds = neurorobust.data.load_dataset("digits")
+    x = (ds.x_test[:40].numpy() * 255).astype(np.uint8)[:, 0]  # (N, H, W) uint8: the loader adds the channel
+    np.savez(tmp_path / "mine.npz", x=x, y=ds.y_test[:40].numpy())
+    from neurorobust.training import fit
+
+    torch.manual_seed(0)
+    trained = tnn.Sequential(tnn.Flatten(), tnn.Linear(64, 10))
+    fit(trained, ds.x_train, ds.y_train, epochs=5, batch_size=64, lr=0.1, seed=0)
+    save_file(trained.state_dict(), str(tmp_path / "w.safetensors"))
+
+    args = ["--model", "mine.py:build_model", "--weights", "w.safetensors", "--data", "mine.npz"]
+    out = nr("evaluate", *args, "--eps", "0.1", "--suite", "quick", "--n", "20", cwd=tmp_path).stdout
+    assert "verdict:" in out and "worst-case robust accuracy eps=0.1" in out
+    with ResultsStore(tmp_path / "results.db") as st:
+        rows = st.results(experiment="user_mine_build_model")
+    clean = next(r for r in rows if r["attack"] == "clean")
+    # the weights were loaded: a trained linear read-out, not a fresh init at chance (~10%)
+    assert clean["n"] == 20 and clean["value"] >= 0.7
+    assert (tmp_path / "reports" / "user_mine_build_model" / "report.md").is_file()
+    assert any(r["attack"] == "worst-case" and r["eps"] == 0.1 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "mine.py:nope", "--data", "digits"], "has no function 'nope'; callables there: build_model"),
+        (["--model", "mine.py:three_classes", "--data", "digits"], r"must return logits of shape \(N, 10\)"),
+        (["--model", "mine.py:raises", "--data", "digits"], "raised RuntimeError: no GPU here"),
+        (["--model", "mine.py:build_model", "--data", "digits", "--weights", "w.pt"], "not a .safetensors file"),
+        (["--model", "mine.py:build_model", "--data", "nothing.npz"], "no such file"),
+        (["--model", "mine.py:build_model"], "--model needs --data"),
+        (["--model", "mine.py", "--data", "digits"], "takes FILE.py:FUNCTION"),
+    ],
+)
+def test_evaluate_model_refuses_bad_input_with_one_message(tmp_path, args, message):
+    import re
+
+    (tmp_path / "mine.py").write_text(MODEL_FILE)
+    proc = nr("evaluate", *args, "--eps", "0.1", "--n", "20", cwd=tmp_path, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    assert re.search(message, proc.stdout + proc.stderr), proc.stdout + proc.stderr
+
+
+def test_user_data_is_checked_and_read_from_npz_arrays_or_image_folders(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from neurorobust.data.user import as_dataset, load_user_data
+    from neurorobust.errors import DataError
+
+    x = np.random.default_rng(0).random((6, 8, 8, 3)).astype(np.float32)  # channels last
+    d = as_dataset((x, np.array([0, 1, 2, 0, 1, 2])))
+    assert tuple(d.x_test.shape) == (6, 3, 8, 8) and d.num_classes == 3 and len(d.x_train) == 0
+    for bad_x, bad_y, match in [
+        (x * 2, [0, 1, 2, 0, 1, 2], r"must lie in \[0, 1\]"),
+        (np.full((6, 8, 8), np.nan, np.float32), [0] * 6, "NaN"),
+        (x, [0, 1], "one label per image"),
+        (x, [0.5] * 6, "integer class labels"),
+        (np.zeros((6, 8), np.float32), [0] * 6, "must be images"),
+    ]:
+        with pytest.raises(DataError, match=match):
+            as_dataset((bad_x, np.asarray(bad_y)))
+    for k, name in enumerate(("cat", "dog")):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((5, 7), 40 * (k + i), np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    d = load_user_data(tmp_path / "imgs")
+    assert d.classes == ("cat", "dog") and tuple(d.x_test.shape) == (4, 1, 5, 7)
+    assert d.y_test.tolist() == [0, 0, 1, 1] and float(d.x_test[3].max()) == pytest.approx(80 / 255)
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "imgs" / "dog" / "big.png")
+    with pytest.raises(DataError, match="differ in size"):
+        load_user_data(tmp_path / "imgs")

@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from .data import Dataset, load_dataset
+from .data.user import as_dataset
 from .errors import InvalidParameterError, SpecError
 from .evaluation.suite import Evaluation, evaluate_into_store
 from .evaluation.suite import evaluate as _evaluate
@@ -70,7 +71,7 @@ def train(
 
 def evaluate(
     model: nn.Module,
-    data: Dataset | str,
+    data: Dataset | str | os.PathLike[str] | tuple[Any, Any],
     *,
     suite: str = "quick",
     store: ResultsStore | str | os.PathLike[str] | None = None,
@@ -87,8 +88,9 @@ def evaluate(
     ----------
     model : nn.Module
         Your model; declare randomness or non-differentiable parts with :func:`declare`.
-    data : Dataset or str
-        A loaded dataset or a registered name.
+    data : Dataset, str, path or (x, y)
+        A loaded dataset, a registered name, your own images (an ``.npz`` with ``x`` and ``y``, or a folder
+        with one sub-folder of images per class), or ``(x, y)`` arrays; see :mod:`neurorobust.data.user`.
     suite : {'none', 'quick', 'seed-paper', 'full'}, default='quick'
     store : ResultsStore or path, optional
         When given, rows are written to it as they are measured.
@@ -111,7 +113,7 @@ def evaluate(
         espec = EvalSpec(suite=suite, **eval_settings)  # type: ignore[arg-type]
     except ValidationError as err:
         raise SpecError(f"evaluate(): invalid settings: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}") from None
-    dataset = load_dataset(data) if isinstance(data, str) else data
+    dataset = as_dataset(data)
     label = label or type(model).__name__
     if store is None:
         return _evaluate(

@@ -248,15 +248,38 @@ def train(spec: Path, force: ForceOpt = False, full: FullOpt = False, store: Sto
 
 @app.command()
 def evaluate(
-    spec: Path,
+    spec: Annotated[Path | None, typer.Argument(help="an experiment spec (configs/NAME.toml); or use --model")] = None,
     suite: Annotated[str | None, typer.Option(help="quick, seed-paper, full or none (default: the spec's)")] = None,
     n: Annotated[int | None, typer.Option(help="evaluation subset size (default: the spec's)")] = None,
     experiment: Annotated[str | None, typer.Option(help="experiment name in the store (default: spec name)")] = None,
     force: ForceOpt = False,
     full: FullOpt = False,
     store: StoreOpt = None,
+    model: Annotated[
+        str | None, typer.Option(help="your model instead of a spec: FILE.py:FUNCTION returning an nn.Module")
+    ] = None,
+    weights: Annotated[Path | None, typer.Option(help="with --model: its weights (.safetensors only)")] = None,
+    data: Annotated[
+        str | None, typer.Option(help="with --model: a dataset name, an .npz (x, y) or a folder of class folders")
+    ] = None,
+    eps: Annotated[
+        list[float] | None, typer.Option(help="with --model: attack budgets (repeat: --eps 0.1 --eps 0.3)")
+    ] = None,
+    norm: Annotated[str, typer.Option(help="with --model: linf or l2")] = "linf",
+    stochastic: Annotated[bool, typer.Option(help="with --model: it is random at test time (EOT)")] = False,
+    surrogate: Annotated[
+        str | None, typer.Option(help="with --model: FILE.py:FUNCTION returning a differentiable stand-in (BPDA)")
+    ] = None,
 ) -> None:
-    """Train (or load) SPEC's model, evaluate it and write every row to the store."""
+    """Train (or load) SPEC's model, evaluate it and write every row to the store; or evaluate your own
+    model: `neurorobust evaluate --model mine.py:build --data mnist --eps 0.1 --suite quick`."""
+    if model is not None or spec is None:
+        if spec is not None:
+            raise SpecError("Give a spec or --model, not both.")
+        if model is None:
+            raise SpecError("Give a spec (configs/NAME.toml) or --model FILE.py:FUNCTION with --data.")
+        _evaluate_user_model(model, weights, data, eps, norm, suite, n, stochastic, surrogate, experiment, store)
+        return
     outcome, path = _run(
         spec, store=store, force=force, full=full, evaluate=True, suite=suite, n=n, experiment=experiment
     )
@@ -270,6 +293,68 @@ def evaluate(
     console.print(
         f"results in {path} (run {outcome.run_id}); `neurorobust report {experiment or outcome.spec.name}` draws them"
     )
+
+
+def _evaluate_user_model(
+    ref: str,
+    weights: Path | None,
+    data: str | None,
+    eps: list[float] | None,
+    norm: str,
+    suite: str | None,
+    n: int | None,
+    stochastic: bool,
+    surrogate: str | None,
+    experiment: str | None,
+    store: Path | None,
+) -> None:
+    """``evaluate --model``: a user's nn.Module on a dataset, like a spec's evaluation (rows, verdict, report)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from .api import declare
+    from .api import evaluate as evaluate_model
+    from .data.user import as_dataset
+    from .models.user import check_model_output, load_user_function, load_user_model
+    from .report import build_report
+    from .store import ResultsStore, default_store_path
+
+    if data is None:
+        raise SpecError("--model needs --data: a dataset name (mnist, cifar10, ...), an .npz file or an image folder.")
+    net = load_user_model(ref, weights)
+    dataset = as_dataset(data)
+    label = ref.rpartition(":")[2]
+    check_model_output(net, dataset.x_test[:2], dataset.num_classes, label)
+    if stochastic or surrogate:
+        stand_in = None
+        if surrogate:
+            build = load_user_function(surrogate, "--surrogate")
+            stand_in = build()  # type: ignore[operator]
+            if not isinstance(stand_in, torch.nn.Module):
+                raise SpecError(f"--surrogate: {surrogate}() must return an nn.Module.")
+        declare(net, stochastic=stochastic or None, surrogate=stand_in)
+    name = experiment or f"user_{Path(ref.rpartition(':')[0]).stem}_{label}"
+    settings: dict[str, Any] = {"norm": norm}
+    if eps:
+        settings["eps"] = eps
+    if n is not None:
+        settings["n"] = n
+    path = store or default_store_path()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with ResultsStore(path) as st:
+        result = evaluate_model(
+            net, dataset, suite=suite or "quick", store=st, experiment=name, label=label, **settings
+        )
+        folder = build_report(st, name, "reports")
+    outcome = SimpleNamespace(
+        spec=SimpleNamespace(name=name), checks=result.checks, rows=result.rows, verdict=result.verdict
+    )
+    console.print(_summary_table(name, [r for r in result.rows if _is_headline(r)]))
+    _print_checklist(outcome)
+    if not result.checks:
+        console.print(f"verdict: [bold]{result.verdict or 'not checked'}[/bold]")
+    console.print(f"results in {path}; report: {folder / 'report.md'}")
 
 
 def _print_checklist(outcome: Any) -> None:
