@@ -31,7 +31,10 @@ app.add_typer(data_app, name="data")
 store_app = typer.Typer(no_args_is_help=True, help="The results store: merge stores from several machines.")
 app.add_typer(store_app, name="store")
 
-console = Console()
+#: Terminal tables fit this many columns whatever the terminal reports; every row stays in the store and report.
+TABLE_WIDTH = 100
+# at least TABLE_WIDTH wide, so that a pipe's 80 columns do not fold the tables letter by letter
+console = Console(width=max(TABLE_WIDTH, Console().width))
 err_console = Console(stderr=True)
 
 StoreOpt = Annotated[
@@ -96,26 +99,47 @@ class _RichProgress:
 
 
 def _summary_table(title: str, rows: list[Any]) -> Table:
-    table = Table(title=title)
-    for col in ("model", "dataset", "attack", "strength", "metric", "value", "95% CI", "n"):
-        table.add_column(col, justify="right" if col in ("value", "n", "strength") else "left")
-    for r in rows:
-        r = r if isinstance(r, dict) else r.__dict__
-        ci = r["params"].get("ci95")
-        pct = r["metric"].endswith("accuracy") or r["metric"] == "success_rate"
-        value = "—" if r["value"] is None else (f"{100 * r['value']:.2f}%" if pct else f"{r['value']:.4g}")
-        cells = (
-            r["model"],
-            r["dataset"] + (" (approx.)" if r.get("approximate") else ""),
-            r["attack"],
-            "" if r["eps"] is None else f"{r['eps']:g}",
-            r["metric"],
-            value,
-            f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci and pct else "",
-            str(r["n"] or ""),
-        )
+    """One line per model: clean, each distortion and attack at its largest strength, the worst case there.
+
+    The terminal gets the headline; the store, the report and its CSV keep every row.
+    """
+    rs = [r if isinstance(r, dict) else r.__dict__ for r in rows]
+    models = list(dict.fromkeys(r["model"] for r in rs))
+    strongest: dict[str, float] = {}
+    for r in rs:
+        if r["metric"] == "accuracy" and r["eps"] is not None and not r["attack"].startswith("worst-case-paper"):
+            strongest[r["attack"]] = max(strongest.get(r["attack"], r["eps"]), r["eps"])
+    attacks = sorted(strongest, key=lambda a: (a == "worst-case", a not in ("noise", "blur"), a))
+    table = Table(title=title, caption="accuracy (%); every row and eps: reports/<name>/report.md", width=TABLE_WIDTH)
+    table.add_column("model", overflow="fold")
+    table.add_column("clean", justify="right")
+    for a in attacks:
+        label = "worst case" if a == "worst-case" else a
+        table.add_column(f"{label} {'σ' if a in ('noise', 'blur') else 'ε'}={strongest[a]:g}", justify="right")
+    for m in models:
+        cells = [m, _pct_cell(rs, m, "clean", None)]
+        cells += [_pct_cell(rs, m, a, strongest[a]) for a in attacks]
         table.add_row(*(Text(c) for c in cells))  # labels such as mlp[lr=0.01] are not rich markup
     return table
+
+
+#: The leaderboard columns a terminal shows (store column -> header); the files keep all of them.
+TERMINAL_COLUMNS = {
+    "defence": "defence",
+    "dataset": "dataset",
+    "clean acc (%)": "clean %",
+    "worst-case (%)": "worst %",
+    "at eps": "eps",
+    "verdict": "verdict",
+    "gap to best reference (pts)": "gap",
+}
+
+
+def _pct_cell(rows: list[dict[str, Any]], model: str, attack: str, eps: float | None) -> str:
+    for r in rows:
+        if r["model"] == model and r["attack"] == attack and r["metric"] == "accuracy" and r["eps"] == eps:
+            return "—" if r["value"] is None else f"{100 * r['value']:.1f}"
+    return ""
 
 
 @app.command("list")
@@ -358,26 +382,26 @@ def _evaluate_user_model(
 
 
 def _print_checklist(outcome: Any) -> None:
+    """The verdict and worst case in a line or two, then only the checks that failed, with their advice.
+
+    Every check (passed, n/a, not judged) with its value and threshold is in the report and the store."""
     checks = [c if isinstance(c, dict) else c.__dict__ for c in getattr(outcome, "checks", None) or []]
     if not checks:
         return
-    table = Table(title=f"gradient-masking checklist: {outcome.spec.name} (docs/checks.md)")
-    for col in ("check", "result", "value", "threshold", "advice"):
-        table.add_column(col, overflow="fold")
-    for c in checks:
-        result = "n/a" if c["passed"] is None else ("pass" if c["passed"] else "[red]FAIL[/red]")
-        table.add_row(
-            c["name"],
-            result,
-            f"{c['value']:.4g}" if c["value"] is not None else "",
-            f"{c['threshold']:.4g}" if c["threshold"] is not None else "",
-            Text(c["advice"] or "") if _show_advice(c) else Text(""),
-        )
-    console.print(table)
     worst = [r for r in outcome.rows if (r if isinstance(r, dict) else r.__dict__)["attack"] == "worst-case"]
-    if worst:
-        curve = ", ".join(f"eps={_get(r, 'eps'):g}: {100 * _get(r, 'value'):.1f}%" for r in worst)
-        console.print(f"verdict: [bold]{outcome.verdict}[/bold]; worst-case robust accuracy {curve}")
+    curve = ", ".join(f"eps={_get(r, 'eps'):g}: {100 * _get(r, 'value'):.1f}%" for r in worst)
+    console.print(
+        Text.assemble(
+            (f"{outcome.spec.name}: ", "bold"),
+            "verdict: ",
+            (str(outcome.verdict), "bold"),
+            f"; worst-case robust accuracy {curve}" if curve else "",
+        ),
+        soft_wrap=True,  # one line: the terminal wraps it, grep finds it
+    )
+    for c in checks:
+        if c["passed"] is False:
+            console.print(Text(f"  FAIL {c['name']}: {c['advice'] or ''}", style="red"), soft_wrap=True)
 
 
 def _show_advice(check: dict[str, Any]) -> bool:
@@ -527,12 +551,18 @@ def leaderboard(
     with ResultsStore(path) as st:
         board = leaderboard_rows(st)
         folder = write_leaderboard(st, out)
-    table = Table(title=f"leaderboard ({len(board)} defences)")
-    for col in COLUMNS:
-        table.add_column(col, overflow="fold")
+    table = Table(
+        title=f"leaderboard ({len(board)} defences)",
+        caption=f"all {len(COLUMNS)} columns: leaderboard.csv / .md / index.html",
+        width=TABLE_WIDTH,
+    )
+    for col, header in TERMINAL_COLUMNS.items():
+        table.add_column(header, overflow="fold", justify="left" if col in ("defence", "verdict") else "right")
     for b in board:
-        table.add_row(*(Text("—" if b[c] is None or b[c] == "" else str(b[c])) for c in COLUMNS))
-    console.print(table)
+        cells = ["—" if b[c] is None or b[c] == "" else str(b[c]) for c in TERMINAL_COLUMNS]
+        cells[-2] = cells[-2].split(";")[0]  # the verdict's headline; the checks it could not judge are in the report
+        table.add_row(*(Text(c) for c in cells))
+    console.print(table, width=TABLE_WIDTH)
     console.print(f"written: {folder / 'leaderboard.csv'}, {folder / 'leaderboard.md'}, {folder / 'index.html'}")
 
 

@@ -214,15 +214,20 @@ def run_attack_suite(
         report.emit(_worst_rows(out, target))
         return out
     ctx = ProbeContext(model, x, y, spec, probe_idx, clean, draws, surrogate, seed, base)
+    # a step-size-eps protocol row (within_eps False) is no evidence about the eps ball: the checks never see it;
+    # the probes they append to the list they get join the worst case
+    bounded = [r for r in out.runs if r.within_eps]
+    before = len(bounded)
     out.checks = run_checklist(
         ctx,
-        [r for r in out.runs if r.within_eps],  # a step-size-eps protocol row is no evidence about the eps ball
+        bounded,
         out.worst_case,
         logit_change=randomness,
         declared=declared,
         emit=report.emit,
         tick=report.tick,
     )
+    out.runs += bounded[before:]
     out.verdict = verdict(out.checks)
     # the reported number: worst case over the suite's attacks *and* every probe of the checklist
     report.emit(_worst_rows(out, target))
