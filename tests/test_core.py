@@ -304,6 +304,30 @@ def test_cnn_one_epoch_reaches_97_percent_on_mnist():
 
 
 # -- claims -----------------------------------------------------------------------------------
+def test_a_claim_our_run_cannot_judge_says_not_judged_with_its_reason(tmp_path):
+    from neurorobust.report.build import claims_table
+
+    why = "control: the standard network was trained with a weaker recipe than the defence"
+    kw = {"table": "T1", "dataset": "mnist", "metric": "accuracy", "experiment": "e", "model": "d"}
+    direction = Claim(id="d", kind="direction", value=1.7, baseline_model="s", not_judged=why, **kw)
+    absolute = Claim(id="a", value=40.0, not_judged=why, **kw)
+    assert judge(direction, 70.0, 48.0).verdict == "not judged" and judge(direction, 70.0, 48.0).ours > 1.4
+    assert judge(absolute, 40.0).verdict == "not judged"  # even when the number matches
+    assert judge(absolute, None).verdict == "not run"
+    # the shipped foveation claims against the Adam-trained control carry their reason into the report
+    from neurorobust.claims import load_claims
+
+    fov = {c.id: c for c in load_claims(REPO / "claims" / "foveation.toml").claims}
+    assert fov["retinal-beats-standard-0.01"].not_judged.startswith("control:")
+    row = {"experiment": "e", "dataset": "mnist", "metric": "accuracy", "attack": "clean", "eps": None, "params": {}}
+    (tmp_path / "x.toml").write_text(
+        'paper = "P"\nseed = "s"\n[[claims]]\nid = "a"\ntable = "T1"\ndataset = "mnist"\nmetric = "accuracy"\n'
+        f'value = 40.0\nexperiment = "e"\nmodel = "d"\nnot_judged = "{why}"\n'
+    )
+    _, body = claims_table("e", [{**row, "model": "d", "value": 0.4, "run_id": 1}], claims_dir=tmp_path)
+    assert body[0][8] == "not judged" and body[0][9] == f"not judged: {why}"
+
+
 def test_claim_verdict_rules():
     c = Claim(id="a", table="T2", dataset="mnist", metric="accuracy", value=36.8, sd=2.0)
     assert judge(c, 40.7).verdict == "reproduced"  # within max(2 sd = 4, 3 points)

@@ -81,6 +81,10 @@ class Claim(BaseModel):
     footnote: str = ""
     comparable: bool = True
     reason: str = ""
+    #: Why our run cannot judge this claim although it measures the same quantity (e.g. a control trained with a
+    #: weaker recipe than the defence, a network trained far short of the paper's epochs): the verdict is then
+    #: "not judged", our number is still shown, and this reason goes with it.
+    not_judged: str = ""
     experiment: str = ""
     model: str = ""
     baseline_model: str = ""
@@ -203,6 +207,8 @@ def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Ju
         if baseline is None or baseline == 0:
             return Judgement(claim, None, "not run", None)
         ratio = ours / baseline
+        if claim.not_judged:
+            return Judgement(claim, ratio, "not judged", None)
         if math.isnan(ratio):  # e.g. both infinite: no minimal eps found for either model
             return Judgement(claim, ratio, "not judged", None)
         if not claim.comparable:
@@ -214,6 +220,8 @@ def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Ju
         return Judgement(claim, ratio, "reproduced" if ok else "not reproduced", 0.25 * abs(claim.value))
     if not claim.comparable:
         return Judgement(claim, ours, "not comparable", None)
+    if claim.not_judged:
+        return Judgement(claim, ours, "not judged", None)
     tol = _tolerance(claim)
     return Judgement(claim, ours, "reproduced" if abs(ours - claim.value) <= tol else "not reproduced", tol)
 

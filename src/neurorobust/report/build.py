@@ -223,6 +223,8 @@ def claims_table(
             if base is not None and ours is not None:
                 shown = f"ratio {_fmt(j.ours)} ({_fmt(ours)} / {_fmt(base)})"
             note = c.reason if not c.comparable else (c.footnote or ("" if c.headline else "not the headline table"))
+            if c.not_judged:
+                note = f"not judged: {c.not_judged}"
             body.append(
                 [
                     f"{path.stem}:{c.id}",
