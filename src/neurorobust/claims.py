@@ -54,7 +54,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import SpecError
-from .specs import canonical_experiment
+from .specs import canonical_experiment, renamed_to
 
 __all__ = ["Claim", "ClaimsFile", "Verdict", "claims_paths", "judge", "load_claims", "ours_for"]
 
@@ -147,16 +147,14 @@ def claims_paths(folder: str | Path | None = None) -> list[Path]:
 def _renamed_to(path: Path) -> str | None:
     """The new name in an alias claims file (``renamed_to = "NEW"``, the old name kept one release)."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return renamed_to(tomllib.loads(path.read_text(encoding="utf-8")))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
         return None
-    value = raw.get("renamed_to")
-    return value if isinstance(value, str) and set(raw) == {"renamed_to"} else None
 
 
 def load_claims(path: str | Path) -> ClaimsFile:
     """Read and validate ``claims/NAME.toml``; errors name the file and key path. An old name
-    (``claims/stochastic.toml``) loads the renamed file with a warning."""
+    (``claims/kubo.toml``) loads the renamed file with a warning."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"{path}: claims file not found.")
@@ -229,10 +227,12 @@ def judge(claim: Claim, ours: float | None, baseline: float | None = None) -> Ju
 def ours_for(claim: Claim, rows: list[dict[str, Any]], model: str | None = None) -> float | None:
     """Our number for ``claim`` among store rows (latest run per seed, mean over seeds), in the claim's unit."""
     model = model or claim.model
+    # a store may predate a config's rename: compare current names, computed once per experiment
+    current = {e: canonical_experiment(e) for e in {r["experiment"] for r in rows}}
     match = [
         r
         for r in rows
-        if canonical_experiment(r["experiment"]) == claim.experiment  # a store may predate a config's rename
+        if current[r["experiment"]] == claim.experiment
         and r["model"] == model
         and r["metric"] == claim.metric
         and r["attack"] == claim.attack

@@ -153,6 +153,7 @@ def list_cmd(
     from .data import DATASETS, DISTORTIONS
     from .mechanisms import MECHANISMS
     from .models import MODELS
+    from .specs import renamed_to
 
     registries = {
         "datasets": DATASETS,
@@ -170,9 +171,12 @@ def list_cmd(
             for path in sorted(_configs_dir().glob("*.toml")):
                 try:
                     raw = tomllib.loads(path.read_text())
-                    desc = raw.get("description", "")
-                    if "renamed_to" in raw:
-                        desc = f"old name of {raw['renamed_to']} (works until the next release)"
+                    new = renamed_to(raw)
+                    desc = (
+                        raw.get("description", "")
+                        if new is None
+                        else f"old name of {new} (works until the next release)"
+                    )
                 except tomllib.TOMLDecodeError:
                     desc = "(invalid TOML)"
                 table.add_row(path.stem, str(desc))
@@ -335,12 +339,10 @@ def _evaluate_user_model(
     """``evaluate --model``: a user's nn.Module on a dataset, like a spec's evaluation (rows, verdict, report)."""
     from types import SimpleNamespace
 
-    import torch
-
     from .api import declare
     from .api import evaluate as evaluate_model
     from .data.user import as_dataset
-    from .models.user import check_model_output, load_user_function, load_user_model
+    from .models.user import check_model_output, load_user_model
     from .report import build_report
     from .store import ResultsStore, default_store_path
 
@@ -351,12 +353,7 @@ def _evaluate_user_model(
     label = ref.rpartition(":")[2]
     check_model_output(net, dataset.x_test[:2], dataset.num_classes, label)
     if stochastic or surrogate:
-        stand_in = None
-        if surrogate:
-            build = load_user_function(surrogate, "--surrogate")
-            stand_in = build()  # type: ignore[operator]
-            if not isinstance(stand_in, torch.nn.Module):
-                raise SpecError(f"--surrogate: {surrogate}() must return an nn.Module.")
+        stand_in = load_user_model(surrogate, what="--surrogate") if surrogate else None
         declare(net, stochastic=stochastic or None, surrogate=stand_in)
     name = experiment or f"user_{Path(ref.rpartition(':')[0]).stem}_{label}"
     settings: dict[str, Any] = {"norm": norm}
@@ -402,12 +399,6 @@ def _print_checklist(outcome: Any) -> None:
     for c in checks:
         if c["passed"] is False:
             console.print(Text(f"  FAIL {c['name']}: {c['advice'] or ''}", style="red"), soft_wrap=True)
-
-
-def _show_advice(check: dict[str, Any]) -> bool:
-    """Advice for failed and not-applicable checks, and for passes whose value is above the threshold."""
-    value, threshold = check["value"], check["threshold"]
-    return check["passed"] is not True or (value is not None and threshold is not None and value > threshold)
 
 
 def _get(row: Any, key: str) -> Any:
@@ -559,9 +550,9 @@ def leaderboard(
     for col, header in TERMINAL_COLUMNS.items():
         table.add_column(header, overflow="fold", justify="left" if col in ("defence", "verdict") else "right")
     for b in board:
-        cells = ["—" if b[c] is None or b[c] == "" else str(b[c]) for c in TERMINAL_COLUMNS]
-        cells[-2] = cells[-2].split(";")[0]  # the verdict's headline; the checks it could not judge are in the report
-        table.add_row(*(Text(c) for c in cells))
+        # the verdict's headline; the checks it could not judge are in the files
+        shown = {**b, "verdict": str(b["verdict"] or "").split(";")[0]}
+        table.add_row(*(Text("—" if shown[c] is None or shown[c] == "" else str(shown[c])) for c in TERMINAL_COLUMNS))
     console.print(table, width=TABLE_WIDTH)
     console.print(f"written: {folder / 'leaderboard.csv'}, {folder / 'leaderboard.md'}, {folder / 'index.html'}")
 

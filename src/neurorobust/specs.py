@@ -46,6 +46,7 @@ __all__ = [
     "load_spec",
     "parse_spec",
     "renamed_configs",
+    "renamed_to",
     "train_key",
 ]
 
@@ -554,13 +555,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SpecError(f"{path}: not a UTF-8 text file.") from None
 
 
+def renamed_to(raw: dict[str, Any]) -> str | None:
+    """The new name when ``raw`` (a parsed TOML file) is an alias for a renamed config or claims file: a file
+    holding ``renamed_to = "NEW"`` and nothing else; ``None`` for any other file."""
+    value = raw.get("renamed_to")
+    return value if isinstance(value, str) and set(raw) == {"renamed_to"} else None
+
+
 def _renamed_to(raw: dict[str, Any], path: Path) -> str | None:
-    """The new name in an alias config (``renamed_to = "NEW"`` and nothing else), else ``None``."""
-    if "renamed_to" not in raw:
-        return None
-    if set(raw) != {"renamed_to"} or not isinstance(raw["renamed_to"], str):
-        raise SpecError(f"{path}: an alias config holds only `renamed_to = \"NEW_NAME\"`.")
-    return raw["renamed_to"]
+    """:func:`renamed_to`, refusing a file that names ``renamed_to`` beside other keys."""
+    if "renamed_to" in raw and renamed_to(raw) is None:
+        raise SpecError(f'{path}: an alias config holds only `renamed_to = "NEW_NAME"`.')
+    return renamed_to(raw)
 
 
 def renamed_configs(folder: str | Path | None = None) -> dict[str, str]:
@@ -578,8 +584,9 @@ def _renamed_in(folder: str, mtime_ns: int) -> tuple[tuple[str, str], ...]:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             continue
-        if isinstance(raw.get("renamed_to"), str):
-            out[path.stem] = raw["renamed_to"]
+        new = renamed_to(raw)
+        if new is not None:
+            out[path.stem] = new
     return tuple(out.items())
 
 
@@ -587,11 +594,10 @@ def canonical_experiment(name: str) -> str:
     """An experiment's current name: stores written before a config was renamed hold the old one
     (``sgbn_mnist`` -> ``stochastic_mnist_sgbn``, and its FULL tier ``sgbn_mnist_full`` likewise)."""
     renamed = renamed_configs()
-    for suffix in ("", "_full"):
-        base = name[: len(name) - len(suffix)] if suffix else name
-        if (not suffix or name.endswith(suffix)) and base in renamed:
-            return renamed[base] + suffix
-    return name
+    base, suffix = (name[: -len("_full")], "_full") if name.endswith("_full") else (name, "")
+    if name in renamed:
+        return renamed[name]
+    return renamed[base] + suffix if base in renamed else name
 
 
 def _digest(obj: Any) -> str:

@@ -50,7 +50,7 @@ def load_user_function(ref: str, what: str = "--model") -> object:
     return obj
 
 
-def load_user_model(ref: str, weights: str | Path | None = None) -> nn.Module:
+def load_user_model(ref: str, weights: str | Path | None = None, *, what: str = "--model") -> nn.Module:
     """Build the model of ``"file.py:function"`` and load ``weights`` (a ``.safetensors`` file) into it.
 
     Examples
@@ -61,13 +61,13 @@ def load_user_model(ref: str, weights: str | Path | None = None) -> nn.Module:
     >>> type(load_user_model(f"{src}:build")).__name__
     'Linear'
     """
-    build = load_user_function(ref)
+    build = load_user_function(ref, what)
     try:
         model = build()  # type: ignore[operator]
     except Exception as exc:
-        raise SpecError(f"--model: calling {ref}() raised {type(exc).__name__}: {exc}") from None
+        raise SpecError(f"{what}: calling {ref}() raised {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
-        raise SpecError(f"--model: {ref}() must return a torch nn.Module, got {type(model).__name__}.")
+        raise SpecError(f"{what}: {ref}() must return a torch nn.Module, got {type(model).__name__}.")
     if weights is not None:
         path = Path(weights)
         if path.suffix != ".safetensors":

@@ -19,7 +19,7 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -59,16 +59,23 @@ class ReportContext:
     outdir: Path
     rows: list[dict[str, Any]]
     runs_dir: Path | None = None
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def raw_rows(self) -> list[dict[str, Any]]:
         """Every finished row of the experiment, one per seed and run (for per-seed statistics)."""
         return self.store.results(experiment=self.experiment, done_only=True)
 
-    @cached_property
+    @property
     def config(self) -> Path | None:
         """``configs/<experiment>.toml`` when it exists and still parses, else ``None``."""
+        from ...specs import configs_dir
+
+        return configs_dir() / f"{self.experiment}.toml" if self.spec is not None else None
+
+    @cached_property
+    def spec(self) -> Any | None:
+        """The parsed :class:`~neurorobust.specs.ExperimentSpec` of ``configs/<experiment>.toml``, or ``None``
+        when there is no such config or it no longer parses (the rest of the report still builds)."""
         from ...errors import NeuroRobustError
         from ...specs import configs_dir, load_spec
 
@@ -76,15 +83,9 @@ class ReportContext:
         if not path.is_file():
             return None
         try:
-            self._cache["spec"] = load_spec(path)
-        except NeuroRobustError:  # a config that no longer parses: the rest of the report still builds
+            return load_spec(path)
+        except NeuroRobustError:
             return None
-        return path
-
-    @property
-    def spec(self) -> Any | None:
-        """The parsed :class:`~neurorobust.specs.ExperimentSpec` of :attr:`config`, or ``None``."""
-        return self._cache.get("spec") if self.config is not None else None
 
     @cached_property
     def paper_values(self) -> dict[tuple[str, str, float | None], float]:
