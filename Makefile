@@ -7,10 +7,10 @@ NAME    ?=
 FULL    ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv sysdeps demo test test-slow bench lint repro clean help
+.PHONY: venv sysdeps demo test test-slow bench lint repro snapshot clean help
 
 help:
-	@echo "make demo | test | bench | lint | repro NAME=x [FULL=1] | venv"
+	@echo "make demo | test | bench | lint | repro NAME=x [FULL=1] | snapshot | venv"
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,10 @@ lint: venv
 repro: venv
 	@if [ -z "$(NAME)" ]; then echo "usage: make repro NAME=<config name> [FULL=1]; see: $(BIN)/neurorobust list experiments"; exit 2; fi
 	$(BIN)/neurorobust repro $(NAME) $(if $(FULL),--full,)
+
+# The shipped results (results/snapshot.jsonl): every finished run of the store ($NEURO_STORE or runs/results.db).
+snapshot: venv
+	$(BIN)/neurorobust store export --to results/snapshot.jsonl
 
 clean:
 	rm -rf runs reports .pytest_cache

@@ -290,6 +290,109 @@ def test_multigaze_starts_at_the_five_points_and_learns_its_gazes():
     assert net.loc.net.head.weight.grad.abs().sum() > 0  # the gaze network gets a gradient through the sampler
 
 
+# ----------------------------------------------------------------------------- cortical auxiliary losses
+
+
+def test_cortical_auxiliary_losses_are_the_coded_five_cross_entropies_and_reach_every_head():
+    # caltech10's 128 px: 4 scales, so main + 4 auxiliary = the coded 5 cross-entropies (seeds/NOTES.md §2)
+    torch.manual_seed(0)
+    net = create_model(
+        "foveated", input_shape=(3, 128, 128), frontend="cortical", backbone="resnet18", width=4, auxiliary=True
+    )
+    assert len(net.aux_heads) == len(net.scales) == 4
+    x, y = torch.rand(3, 3, 128, 128), torch.tensor([0, 4, 9])
+    net.train()
+    logits = net(x)
+    feats = net._scale_feats  # the forward pass's own pooled features, cached: no second pass
+    assert [f.shape for f in feats] == [(3, h.in_features) for h in net.aux_heads]
+    aux = net.training_penalty(x, logits, y)
+    expected = sum(F.cross_entropy(h(f), y) for h, f in zip(net.aux_heads, feats, strict=True))  # weights 1
+    assert aux > 0 and torch.allclose(aux, expected)
+    assert net._scale_feats is None  # used once: the graph goes with the batch
+    (F.cross_entropy(logits, y) + aux).backward()
+    for head in net.aux_heads:
+        assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+    # training on the five points (combine="concat"): their features, the labels repeated
+    cat = _tiny("cortical", combine="concat", auxiliary=True).train()
+    x, y = torch.rand(2, 3, 32, 32), torch.tensor([1, 2])
+    logits = cat(x)
+    assert cat._scale_feats[0].shape[0] == 10 and cat.training_penalty(x, logits, y) > 0
+
+
+def test_auxiliary_heads_do_not_change_the_attacked_function_and_keep_no_graph_at_eval():
+    plain, aux = _tiny("cortical"), _tiny("cortical", auxiliary=True)
+    trunk = {k: v for k, v in aux.state_dict().items() if not k.startswith("aux_heads.")}
+    # the heads are built last: the same seed gives the same trunk weights as a model without them
+    assert trunk.keys() == plain.state_dict().keys()
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in trunk.items())
+    plain.eval(), aux.eval()
+    x = torch.rand(3, 3, 32, 32, requires_grad=True)
+    out_plain, out_aux = plain(x), aux(x)
+    assert torch.equal(out_plain, out_aux)
+    (g_plain,) = torch.autograd.grad(F.cross_entropy(out_plain, torch.tensor([0, 1, 2])), x)
+    (g_aux,) = torch.autograd.grad(F.cross_entropy(out_aux, torch.tensor([0, 1, 2])), x)
+    assert torch.equal(g_plain, g_aux)
+    res = PGD(steps=2)(aux, x.detach(), torch.tensor([0, 1, 2]), eps=0.01, generator=torch.Generator())
+    assert aux._scale_feats is None and res.x_adv.shape == x.shape  # attacks cache nothing
+    aux.train()
+    aux(x.detach())
+    assert aux._scale_feats is not None
+    aux.eval()
+    with torch.no_grad():
+        aux(x)
+    assert aux._scale_feats is None  # a training batch's graph does not outlive an evaluation pass
+    assert aux.training_penalty(x, out_aux, torch.tensor([0, 1, 2])) == 0
+
+
+def test_fit_passes_labels_to_the_penalty_and_auxiliary_off_trains_exactly_as_before():
+    from neurorobust.training import fit
+    from neurorobust.training.loop import _takes_labels
+
+    x, y = torch.rand(24, 3, 32, 32), torch.randint(0, 10, (24,))
+    kw = {"epochs": 1, "batch_size": 8, "optimizer": "adam", "lr": 1e-3, "seed": 0}
+
+    def trained(net, old_hook=False):
+        if old_hook:  # the loop as it was for this model: no training_penalty, no penalty call
+            net.training_penalty = None
+        torch.manual_seed(5)  # the cortical fixation of each batch is drawn from the global generator
+        _, history = fit(net, x, y, **kw)
+        return net, history
+
+    new, h_new = trained(_tiny("cortical"))
+    old, h_old = trained(_tiny("cortical"), old_hook=True)
+    assert [e["loss"] for e in h_new.epochs] == [e["loss"] for e in h_old.epochs]
+    assert all(torch.equal(v, old.state_dict()[k]) for k, v in new.state_dict().items())
+    aux, h_aux = trained(_tiny("cortical", auxiliary=True))
+    assert _takes_labels(aux.training_penalty) and not _takes_labels(lambda xb, logits: 0)
+    assert h_aux.epochs[0]["loss"] > h_new.epochs[0]["loss"]  # the auxiliary cross-entropies are in the loss
+    assert aux._scale_feats is None and all(torch.isfinite(p).all() for p in aux.parameters())
+
+
+def test_auxiliary_is_refused_unless_it_is_a_bool_on_the_cortical_model():
+    with pytest.raises(InvalidParameterError, match="'auxiliary' parameter of FixationNet must be a bool"):
+        _tiny("cortical", auxiliary="yes")
+    with pytest.raises(InvalidParameterError, match="'auxiliary' parameter of foveated must be False unless"):
+        _tiny("retinal", auxiliary=True)
+    with pytest.raises(InvalidParameterError, match="'auxiliary' parameter of foveated"):
+        _tiny("stn", auxiliary=True)  # STN would silently drop it
+    with pytest.raises(InvalidParameterError, match="'auxiliary' parameter of FixationNet must be False unless"):
+        FixationNet((3, 32, 32), 10, frontend="coarse", backbone="resnet20", auxiliary=True)
+
+
+def test_caltech10_config_trains_the_auxiliary_variant_as_the_plain_cortical_one():
+    from pathlib import Path
+
+    from neurorobust.experiments.sweep import expand_sweep
+    from neurorobust.specs import load_spec
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "foveation_caltech10.toml"
+    for full in (False, True):
+        variants = {v.spec.label: v.spec for v in expand_sweep(load_spec(path, full=full))}
+        aux, plain = variants["cortical + auxiliary losses"], variants["cortical"]
+        assert aux.model.params == {**plain.model.params, "auxiliary": True}
+        assert aux.train == plain.train and aux.evaluate == plain.evaluate
+
+
 # ----------------------------------------------------------------------------- errors and registry
 
 

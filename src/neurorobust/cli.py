@@ -28,7 +28,9 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: where they are, and downloads for users with internet.")
 app.add_typer(data_app, name="data")
-store_app = typer.Typer(no_args_is_help=True, help="The results store: merge stores from several machines.")
+store_app = typer.Typer(
+    no_args_is_help=True, help="The results store: merge stores from several machines, export the shipped snapshot."
+)
 app.add_typer(store_app, name="store")
 
 #: Terminal tables fit this many columns whatever the terminal reports; every row stays in the store and report.
@@ -165,9 +167,19 @@ def list_cmd(
     kinds = [*registries, "experiments"] if kind == "all" else [kind]
     for k in kinds:
         if k == "experiments":
-            table = Table(title="experiments (configs/*.toml; `neurorobust repro NAME`)")
+            from .experiments.estimate import tier_times
+            from .experiments.runner import default_runs_dir
+            from .store import default_store_path
+
+            table = Table(
+                title="experiments (configs/*.toml; `neurorobust repro NAME`)",
+                caption="time: measured from the store's finished runs, else the last `repro NAME --estimate`",
+            )
             table.add_column("name")
             table.add_column("description")
+            table.add_column("30-min tier")
+            table.add_column("FULL=1")
+            listed = []
             for path in sorted(_configs_dir().glob("*.toml")):
                 try:
                     raw = tomllib.loads(path.read_text())
@@ -178,8 +190,16 @@ def list_cmd(
                         else f"old name of {new} (works until the next release)"
                     )
                 except tomllib.TOMLDecodeError:
-                    desc = "(invalid TOML)"
-                table.add_row(path.stem, str(desc))
+                    new, desc = "", "(invalid TOML)"
+                listed.append((path, str(desc), new is None))
+            times = tier_times(
+                [path for path, _, timed in listed if timed],
+                store_path=default_store_path(),
+                runs_dir=default_runs_dir(),
+            )
+            for path, desc, _ in listed:
+                tiers = times.get(path.stem, {})
+                table.add_row(path.stem, desc, tiers.get("default", ""), tiers.get("full", ""))
             console.print(table)
             continue
         if k not in registries:
@@ -266,7 +286,8 @@ def _run(
 
 @app.command()
 def train(spec: Path, force: ForceOpt = False, full: FullOpt = False, store: StoreOpt = None) -> None:
-    """Train the model of SPEC (a TOML file); a cached checkpoint with the same train key is reused."""
+    """Train the model of SPEC (a TOML file); a cached checkpoint with the same train key is reused, and an
+    interrupted run resumes from its last save (runs/checkpoints/<train key>.partial.pt)."""
     outcome, _ = _run(spec, store=store, force=force, full=full, evaluate=False)
     hist = outcome.history[-1] if outcome.history else {}
     state = "loaded from cache" if outcome.train_cached else "trained"
@@ -412,8 +433,18 @@ def repro(
     force: ForceOpt = False,
     store: StoreOpt = None,
     out: Annotated[Path, typer.Option(help="report folder root")] = Path("reports"),
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate", help="Time a few training steps of every planned run and print the total; train nothing."
+        ),
+    ] = False,
 ) -> None:
-    """Reproduce an experiment: run configs/NAME.toml, then write reports/NAME/."""
+    """Reproduce an experiment: run configs/NAME.toml, then write reports/NAME/.
+
+    Started again after a kill or Ctrl-C, it goes on where it stopped: finished models load from the
+    checkpoint cache, an unfinished training run resumes from its last save (every epoch, and every 10
+    minutes within one), finished evaluations come from the store."""
     from .report import build_report
     from .specs import load_spec
     from .store import ResultsStore
@@ -423,6 +454,9 @@ def repro(
         known = ", ".join(p.stem for p in sorted(_configs_dir().glob("*.toml")))
         raise SpecError(f"No experiment {name!r}: {path} does not exist. Known: {known}.")
     spec = load_spec(path, full=full)
+    if estimate:
+        _print_estimate(spec, full=full)
+        return
     if spec.sweep is not None:  # several runs: the sweep machinery resumes a killed FULL=1 run
         store_path = _sweep(spec, store=store, backend="local", workers=None, address=None, force=force)
     else:
@@ -433,6 +467,42 @@ def repro(
         folder = build_report(st, spec.name, out)
         _print_paper_tables(st, spec.name)
     console.print(f"report: {folder / 'index.html'}")
+
+
+def _print_estimate(spec: Any, *, full: bool) -> None:
+    """``repro --estimate``: a table of the planned training runs with their measured s/step, and the total.
+
+    Nothing is trained to completion, saved or written to the store; only the totals are cached for
+    ``neurorobust list experiments`` (``<runs>/estimates.json``)."""
+    from .experiments.estimate import estimate_spec, format_seconds, save_estimate
+    from .experiments.runner import default_runs_dir
+
+    def timing(event: dict[str, Any]) -> None:
+        err_console.print(f"timing {event['step']}/{event['steps']}: {event['what']}", highlight=False)
+
+    est = estimate_spec(spec, full=full, runs_dir=default_runs_dir(), progress=timing)
+    tier = "FULL=1" if full else "30-minute tier"
+    table = Table(
+        title=f"{spec.name} ({tier}): estimated training time on this machine",
+        caption="s/step: measured over a few steps after a warm-up; estimate = s/step x steps",
+        width=TABLE_WIDTH,
+    )
+    for col in ("run", "seed", "role", "steps", "s/step", "estimate", "note"):
+        table.add_column(col, overflow="fold", justify="right" if col in ("seed", "steps", "s/step") else "left")
+    for r in est.runs:
+        per_step = "—" if r.seconds_per_step is None else f"{r.seconds_per_step:.3f}"
+        cells = (r.label, str(r.seed), r.role, f"{r.steps:,}", per_step, format_seconds(r.seconds), r.note)
+        table.add_row(*(Text(c) for c in cells))
+    console.print(table)
+    total = f"total training: {format_seconds(est.total_seconds)} of compute"
+    if est.workers > 1:
+        total += f", about {format_seconds(est.wall_seconds)} on {est.workers} workers"
+    if not est.complete:
+        total += " (plus the parts marked not estimated / not timed)"
+    console.print(total)
+    for note in est.notes:
+        console.print(note)
+    save_estimate(est, default_runs_dir())
 
 
 def _print_paper_tables(st: Any, experiment: str) -> None:
@@ -505,7 +575,8 @@ def sweep(
     full: FullOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """Run SPEC's [sweep] grid or search; only runs missing from the store are run (resumable)."""
+    """Run SPEC's [sweep] grid or search; only runs missing from the store are run, and a variant killed while
+    training resumes from its last save (resumable)."""
     from .specs import load_spec
 
     if backend not in ("local", "ray"):
@@ -523,25 +594,51 @@ def sweep(
     )
 
 
+NoShippedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-shipped",
+        help="Read only your store; by default the shipped results (results/snapshot.jsonl) are used where your "
+        "store is missing or empty, and under your runs otherwise.",
+    ),
+]
+
+
+def _open_results(store: Path | None, no_shipped: bool) -> tuple[Any, str]:
+    """The store to report from (yours, the shipped snapshot, or yours merged over it); prints which."""
+    from .store import open_results
+
+    st, source = open_results(store, shipped=not no_shipped)
+    console.print(f"results: {source}", highlight=False)
+    return st, source
+
+
 @app.command()
 def leaderboard(
     store: StoreOpt = None,
     out: Annotated[Path, typer.Option(help="folder for leaderboard.csv, leaderboard.md and index.html")] = Path(
         "reports/leaderboard"
     ),
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            "--site",
+            help="write the static site here instead (index.html: sortable, filterable table and plots; "
+            "defences/*.html: checklist, curve, spec); open DIR/index.html, no server needed",
+        ),
+    ] = None,
+    no_shipped: NoShippedOpt = False,
 ) -> None:
     """Every defence in the store: clean accuracy, paper claim, ours, worst case, masking verdict, seeds."""
+    from .report.combinations import combination_rows
     from .report.leaderboard import COLUMNS, leaderboard_rows, write_leaderboard
-    from .store import ResultsStore, default_store_path
+    from .report.site import write_site
 
-    path = store or default_store_path()
-    if not Path(path).is_file():
-        raise SpecError(
-            f"No results store at {path}. Run `neurorobust evaluate SPEC` or `neurorobust sweep SPEC` first."
-        )
-    with ResultsStore(path) as st:
+    st, source = _open_results(store, no_shipped)
+    with st:
         board = leaderboard_rows(st)
-        folder = write_leaderboard(st, out)
+        combos = combination_rows(st)
+        folder = write_site(st, site, source=source) if site is not None else write_leaderboard(st, out)
     table = Table(
         title=f"leaderboard ({len(board)} defences)",
         caption=f"all {len(COLUMNS)} columns: leaderboard.csv / .md / index.html",
@@ -554,7 +651,41 @@ def leaderboard(
         shown = {**b, "verdict": str(b["verdict"] or "").split(";")[0]}
         table.add_row(*(Text("—" if shown[c] is None or shown[c] == "" else str(shown[c])) for c in TERMINAL_COLUMNS))
     console.print(table, width=TABLE_WIDTH)
-    console.print(f"written: {folder / 'leaderboard.csv'}, {folder / 'leaderboard.md'}, {folder / 'index.html'}")
+    if combos:
+        pairs = Table(title="combined with adversarial training (paired on the same images)", width=TABLE_WIDTH)
+        for header in ("combination", "twin (AT only)", "eps", "gap (pts)", "95% interval", "finding"):
+            pairs.add_column(header, overflow="fold")
+        for c in combos:
+            pairs.add_row(
+                c["combination"],
+                c["twin (AT only)"],
+                c["eps"],
+                f"{c['paired gap (pts)']:+.1f}",
+                c["95% interval (pts)"],
+                c["finding"],
+            )
+        console.print(pairs, width=TABLE_WIDTH)
+    if site is not None:
+        pages = len(list((folder / "defences").glob("*.html")))
+        console.print(f"site: {folder / 'index.html'} and {pages} defence pages (open index.html in a browser)")
+    else:
+        console.print(f"written: {folder / 'leaderboard.csv'}, {folder / 'leaderboard.md'}, {folder / 'index.html'}")
+
+
+@store_app.command("export")
+def store_export(
+    store: StoreOpt = None,
+    to: Annotated[Path, typer.Option("--to", help="the snapshot file (JSON Lines)")] = Path("results/snapshot.jsonl"),
+) -> None:
+    """Write every finished run of the store (spec, versions, rows, checks) to a text snapshot (`make snapshot`)."""
+    from .store import ResultsStore, default_store_path, export_snapshot
+
+    path = store or default_store_path()
+    if not Path(path).is_file():
+        raise SpecError(f"No results store at {path}. Name one with --store or $NEURO_STORE.")
+    with ResultsStore(path) as st:
+        n = export_snapshot(st, to)
+    console.print(f"{to}: {n} finished runs from {path} ({to.stat().st_size / 1e6:.1f} MB)", highlight=False)
 
 
 @store_app.command("merge")
@@ -580,6 +711,7 @@ def report(
         Path | None,
         typer.Option(help="also copy every figure to DIR/<experiment>_<file> (the docs: docs/figures)"),
     ] = None,
+    no_shipped: NoShippedOpt = False,
 ) -> None:
     """Write reports/NAME/report.md and index.html (figures, tables, checklist) from the store.
 
@@ -587,12 +719,18 @@ def report(
     regenerates the docs' figures from the same code."""
     from .report import build_report
     from .report.build import copy_figures
-    from .store import ResultsStore, default_store_path
+    from .store import default_store_path
 
-    path = store or default_store_path()
-    if not Path(path).is_file():
-        raise SpecError(f"No results store at {path}. Run `neurorobust evaluate SPEC` or `make demo` first.")
-    with ResultsStore(path) as st:
+    st, source = _open_results(store, no_shipped)
+    with st:
+        user = store or default_store_path()
+        if name != "all" and name not in st.experiments() and not Path(user).is_file():
+            # the user asked for their own experiment and has no store: say that, not what the snapshot lacks
+            st.close()
+            raise SpecError(
+                f"No results store at {user}, and the {source} hold no experiment {name!r}. "
+                "Run `neurorobust evaluate SPEC` or `make demo` first."
+            )
         folder = build_report(st, name, out)
         experiments = st.experiments() if name == "all" else [name]
     console.print(f"report: {folder / 'report.md'} and {folder / 'index.html'}")

@@ -422,11 +422,47 @@ class ExperimentSpec(_Strict):
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     mechanism: MechanismSpec | None = None
+    mechanisms: list[MechanismSpec] = Field(
+        default_factory=list,
+        description="a stack of mechanisms applied in order to the trained model ([[mechanisms]]); one entry "
+        "is the same as `mechanism` (same train key)",
+    )
     train: TrainSpec = Field(default_factory=TrainSpec)
     evaluate: EvalSpec = Field(default_factory=EvalSpec)
+    twin: str = Field(
+        default="",
+        description="a combination's twin: the label of the variant of this experiment that differs from it only "
+        "by the mechanism (same data, training budget and evaluation); the leaderboard gives their paired gap",
+    )
     full: dict[str, Any] = Field(default_factory=dict, description="overrides applied with FULL=1 (paper scale)")
     reductions: str = Field(default="", description="what the 30-minute tier reduces, stated in reports")
     sweep: SweepSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_way_to_stack(cls, raw: Any) -> Any:
+        # `[[mechanisms]]` with one entry is `mechanism`: normalised so that its train key (and the cached
+        # checkpoint) is the one a `[mechanism]` table gives; both at once would be ambiguous
+        if not isinstance(raw, dict) or not raw.get("mechanisms"):
+            return raw
+        if raw.get("mechanism"):
+            raise ValueError("give either `mechanism` or `[[mechanisms]]` (a stack applied in order), not both")
+        stack = raw["mechanisms"]
+        if isinstance(stack, list) and len(stack) == 1:
+            return {**{k: v for k, v in raw.items() if k != "mechanisms"}, "mechanism": stack[0]}
+        return raw
+
+    @property
+    def stack(self) -> list[MechanismSpec]:
+        """The mechanisms applied to the trained model, in order (empty, ``[mechanism]`` or ``mechanisms``)."""
+        return list(self.mechanisms) if self.mechanisms else ([self.mechanism] if self.mechanism else [])
+
+    def without_last_mechanism(self) -> ExperimentSpec:
+        """The spec whose trained model the last mechanism of :attr:`stack` acts on (cached under its own key)."""
+        rest = self.stack[:-1]
+        if len(rest) <= 1:
+            return self.model_copy(update={"mechanism": rest[0] if rest else None, "mechanisms": []})
+        return self.model_copy(update={"mechanism": None, "mechanisms": rest})
 
     @model_validator(mode="after")
     def _validation_split(self) -> ExperimentSpec:
@@ -617,6 +653,8 @@ def train_key(spec: ExperimentSpec) -> str:
     if train.get("adversarial") and not train["adversarial"].get("warmup_epochs"):
         train["adversarial"] = {k: v for k, v in train["adversarial"].items() if k != "warmup_epochs"}
     parts = [data, d["model"], d["mechanism"], train, d["seed"], CACHE_VERSION]
+    if d["mechanisms"]:  # a stack of two or more (one is normalised to `mechanism`): hashed only when set
+        parts.append({"mechanisms": d["mechanisms"]})
     versions = _entry_versions(spec)
     if versions:  # only entries whose version was bumped: every other key stays as it was
         parts.append(versions)
@@ -629,14 +667,14 @@ def _entry_versions(spec: ExperimentSpec) -> dict[str, int]:
     from .models import MODELS
 
     out: dict[str, int] = {}
-    for kind, registry, name in (
-        ("model", MODELS, spec.model.name),
-        ("mechanism", MECHANISMS, spec.mechanism.name if spec.mechanism else None),
-    ):
-        if name is not None:
-            version = registry.get(name).version
-            if version > 1:
-                out[kind] = version
+    version = MODELS.get(spec.model.name).version
+    if version > 1:
+        out["model"] = version
+    for i, m in enumerate(spec.stack):
+        version = MECHANISMS.get(m.name).version
+        if version > 1:
+            # a single mechanism keeps the key it always had
+            out["mechanism" if len(spec.stack) == 1 else f"mechanism{i}"] = version
     return out
 
 

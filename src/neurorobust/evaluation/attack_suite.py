@@ -9,6 +9,8 @@ models, declared or detected; BPDA where a surrogate is declared).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
 import time
 import zlib
@@ -27,7 +29,7 @@ from ..specs import AttackEntry, EvalSpec
 from ..store import ResultRow
 from ..types import ProgressFn
 from .checklist import CheckResult, ProbeContext, detect_randomness, run_checklist, verdict
-from .metrics import median_finite, median_min_eps, perturbation_score, robust_accuracy
+from .metrics import encode_points, median_finite, median_min_eps, perturbation_score, robust_accuracy
 from .runs import AttackRun, acc_row, adv_correct, point_correct, wrap_attack
 
 __all__ = ["AttackRun", "SuiteOutcome", "plan_suite", "point_correct", "run_attack_suite"]
@@ -252,6 +254,13 @@ class _Target:
     surrogate: nn.Module | None
     reached: dict[float, torch.Tensor] = field(default_factory=dict)
 
+    @functools.cached_property
+    def images(self) -> str:
+        """A digest of the evaluated images and labels: equal digests, the same images in the same order."""
+        h = hashlib.sha256(self.x.detach().cpu().contiguous().numpy().tobytes())
+        h.update(self.y.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def needs_adaptive(self) -> bool:
         """Only runs with EOT/BPDA make the worst case (a random model, or one with a surrogate)."""
@@ -334,7 +343,11 @@ def _worst_rows(out: SuiteOutcome, t: _Target) -> list[ResultRow]:
     for e in sorted({*worst, *paper}):
         over = sorted({r.label for r in out.runs if r.within_eps and r.eps is not None and math.isclose(r.eps, e)})
         if e in worst:
-            rows.append(acc_row(t.base, "worst-case", e, worst[e], covered[e], {"over": over}))
+            # per point (hex, '.' = not counted) over the evaluated images, with a digest of those images: two
+            # models evaluated on the same images are compared point by point (paired intervals, combinations)
+            points, judged, _ = _worst_points(out.runs, t.clean, e, t.spec.norm, t.needs_adaptive)
+            per_point = {"points": encode_points(torch.where(judged, points, torch.nan)), "images": t.images}
+            rows.append(acc_row(t.base, "worst-case", e, worst[e], covered[e], {"over": over, **per_point}))
         if e in paper:
             # a random model (or one with a surrogate): points attacked only without EOT/BPDA are the paper's
             # protocol, shown as such over every point, never the leaderboard's worst case (DESIGN §10)
@@ -521,9 +534,7 @@ def _rows_for(
         **({} if run.adaptive else {"adaptive": False}),  # run without the EOT/BPDA its declarations call for
         # eps was the step size (a paper's protocol): the perturbation may reach steps x eps
         **(
-            {}
-            if run.within_eps
-            else {"eps_is_step_size": True, "max_linf": round(float(r.distances["linf"].max()), 5)}
+            {} if run.within_eps else {"eps_is_step_size": True, "max_linf": round(float(r.distances["linf"].max()), 5)}
         ),
         **(
             {"cascade": f"accuracy after this attack and the ones before it; {run.attacked} of {n} points attacked"}
@@ -648,21 +659,29 @@ def _worst_case(
     count: dict[float, int] = {}
     paper: dict[float, tuple[float, int]] = {}
     for eps in eps_grid:
-        per_point = torch.full_like(clean, float("nan"))
-        adaptive = torch.zeros(len(clean), dtype=torch.bool)
-        for run in runs:
-            if not run.within_eps or run.eps is None or not math.isclose(run.eps, eps):
-                continue  # an attack whose eps is a step size may leave the ball: never part of a worst case
-            if norm is not None and run.norm != norm:
-                continue
-            current = torch.where(per_point[run.idx].isnan(), clean[run.idx], per_point[run.idx])
-            per_point[run.idx] = torch.minimum(current, run.correct)
-            if run.adaptive:
-                adaptive[run.idx] = True
-        covered = ~per_point.isnan()
-        judged = covered & adaptive if require_adaptive else covered
+        per_point, judged, covered = _worst_points(runs, clean, eps, norm, require_adaptive)
         if judged.any():
             acc[eps], count[eps] = float(per_point[judged].mean()), int(judged.sum())
-        if require_adaptive and bool((covered & ~adaptive).any()):
+        if require_adaptive and bool((covered & ~judged).any()):
             paper[eps] = (float(per_point[covered].mean()), int(covered.sum()))
     return acc, count, paper
+
+
+def _worst_points(
+    runs: list[AttackRun], clean: torch.Tensor, eps: float, norm: str | None, require_adaptive: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """At one eps: per point the lowest accuracy any run left (NaN where none attacked it), the points that count
+    in the worst case (attacked, and by an adaptive run where ``require_adaptive``), and the points attacked."""
+    per_point = torch.full_like(clean, float("nan"))
+    adaptive = torch.zeros(len(clean), dtype=torch.bool)
+    for run in runs:
+        if not run.within_eps or run.eps is None or not math.isclose(run.eps, eps):
+            continue  # an attack whose eps is a step size may leave the ball: never part of a worst case
+        if norm is not None and run.norm != norm:
+            continue
+        current = torch.where(per_point[run.idx].isnan(), clean[run.idx], per_point[run.idx])
+        per_point[run.idx] = torch.minimum(current, run.correct)
+        if run.adaptive:
+            adaptive[run.idx] = True
+    covered = ~per_point.isnan()
+    return per_point, (covered & adaptive if require_adaptive else covered), covered

@@ -16,9 +16,12 @@ __all__ = [
     "accuracy",
     "adversarial_accuracy",
     "balanced_accuracy",
+    "decode_points",
+    "encode_points",
     "mean_sd",
     "median_finite",
     "median_min_eps",
+    "paired_difference",
     "perturbation_score",
     "robust_accuracy",
     "wilson_interval",
@@ -122,3 +125,54 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     if not np.isfinite(v).all():
         return float(v.sum()) if not np.isnan(v).any() else float("nan"), float("nan")
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+#: Levels of a per-point accuracy in :func:`encode_points` (one hex digit: 0/15 .. 15/15).
+POINT_LEVELS = 15
+
+
+def encode_points(values: torch.Tensor | np.ndarray | Sequence[float]) -> str:
+    """Per-point accuracies in [0, 1] (NaN: not judged) as one hex digit each, ``.`` for NaN.
+
+    A deterministic model's points are 0 or 1 (``0``/``f``); a random model's are the mean over draws,
+    rounded to 1/15. Stored with worst-case rows so that two models evaluated on the same images can
+    be compared point by point (:func:`paired_difference`).
+    """
+    v = _np(values).astype(float)
+    if v.size and np.nanmax(np.abs(v - 0.5), initial=0.0) > 0.5 + 1e-6:
+        raise ValueError("per-point accuracies must lie in [0, 1]")
+    return "".join("." if math.isnan(a) else format(round(a * POINT_LEVELS), "x") for a in v)
+
+
+def decode_points(code: str) -> np.ndarray:
+    """The inverse of :func:`encode_points`: floats in [0, 1], NaN for ``.``."""
+    try:
+        return np.array([math.nan if c == "." else int(c, 16) / POINT_LEVELS for c in code], dtype=float)
+    except ValueError as err:
+        raise ValueError(f"not a per-point code (hex digits and '.'): {code[:40]!r}") from err
+
+
+def paired_difference(
+    a: torch.Tensor | np.ndarray | Sequence[float],
+    b: torch.Tensor | np.ndarray | Sequence[float],
+    z: float = 1.959964,
+) -> tuple[float, float, float, int]:
+    """Mean of ``a - b`` over the points judged in both (NaN elsewhere), its 95% interval and the count.
+
+    The interval is the normal one of the mean paired difference, :math:`\\bar d \\pm z\\, s_d/\\sqrt n`
+    (the same images attacked on both models, so the per-image differences are the unit); with fewer
+    than two points the interval is ``(nan, nan)``.
+    """
+    x, y = _np(a).astype(float), _np(b).astype(float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired points need equal lengths (got {x.shape} and {y.shape})")
+    both = ~(np.isnan(x) | np.isnan(y))
+    d = x[both] - y[both]
+    n = int(d.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(d.mean())
+    if n < 2:
+        return mean, math.nan, math.nan, n
+    half = z * float(d.std(ddof=1)) / math.sqrt(n)
+    return mean, mean - half, mean + half, n

@@ -1,7 +1,9 @@
 """Spec -> stages: data, model (+ mechanism), train (cached by train key), evaluate, store (DESIGN §1).
 
 Each stage is a plain function of the previous stage's output; :func:`run_experiment` only calls
-them in order. Checkpoints live in ``<runs_dir>/checkpoints/<train_key>.{safetensors,json}``.
+them in order. Checkpoints live in ``<runs_dir>/checkpoints/<train_key>.{safetensors,json}``; a
+training run that has not finished keeps its state in ``<train_key>.partial.pt`` beside them and the
+next run of the same train key resumes from it (:func:`~neurorobust.training.fit`, ``resume_path``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ..models import create_model
 from ..specs import ExperimentSpec, _deep_merge, eval_key, parse_spec, train_key
 from ..store import ResultRow, ResultsStore
 from ..training import fit, load_checkpoint, save_checkpoint
+from ..training.checkpoint import partial_state_path
 from ..training.loop import predict_logits
 from ..types import ProgressFn
 
@@ -37,7 +40,9 @@ __all__ = [
     "model_label",
     "run_experiment",
     "train_stage",
+    "transfer_source_specs",
 ]
+
 
 def default_runs_dir() -> Path:
     """``$NEURO_RUNS``, else ``runs/`` under the current directory."""
@@ -45,8 +50,8 @@ def default_runs_dir() -> Path:
 
 
 def model_label(spec: ExperimentSpec) -> str:
-    """The label stored with result rows: ``spec.label``, else the model name plus the mechanism if any."""
-    return spec.label or spec.model.name + (f"+{spec.mechanism.name}" if spec.mechanism else "")
+    """The label stored with result rows: ``spec.label``, else the model name plus its mechanisms if any."""
+    return spec.label or "+".join([spec.model.name, *(m.name for m in spec.stack)])
 
 
 def stage_datasets(spec: ExperimentSpec, dataset: Dataset) -> tuple[Dataset, Dataset]:
@@ -88,10 +93,10 @@ def checkpoint_model(spec: ExperimentSpec, dataset: Dataset) -> nn.Module:
     mechanism's ``architecture(model, data, **params)`` where the mechanism declares one (e.g. a
     distilled network or a cerebellum head around the trained encoder)."""
     model = build_model(spec, dataset)
-    if spec.mechanism is not None:
-        build = getattr(MECHANISMS.get(spec.mechanism.name).constructor, "architecture", None)
+    for mechanism in spec.stack:  # each wraps the model the one before it returned
+        build = getattr(MECHANISMS.get(mechanism.name).constructor, "architecture", None)
         if build is not None:
-            model = build(model, dataset, **{"seed": spec.seed, **spec.mechanism.params})
+            model = build(model, dataset, **{"seed": spec.seed, **mechanism.params})
     return model
 
 
@@ -145,7 +150,14 @@ def train_stage(
     force: bool = False,
     progress: ProgressFn | None = None,
 ) -> tuple[nn.Module, dict[str, Any], bool]:
-    """Train (or load from the checkpoint cache) and apply the mechanism; returns (model, meta, cached)."""
+    """Train (or load from the checkpoint cache) and apply the mechanism; returns (model, meta, cached).
+
+    A finished checkpoint is loaded, never trained again. An unfinished one (a run killed or interrupted
+    while training) goes on from ``<train_key>.partial.pt``, its last save (every epoch, and every 10
+    minutes within one), to the weights an uninterrupted run would have; ``force`` starts afresh. The
+    mechanism's own phase (sleep, a cerebellum head, KH learning before the first epoch) is not
+    resumable: it runs again whole.
+    """
     folder = (runs_dir or default_runs_dir()) / "checkpoints"
     key = train_key(spec)
     model = checkpoint_model(spec, dataset)
@@ -155,29 +167,35 @@ def train_stage(
         guard = _training_lock(folder, key)  # noqa: F841
         meta = load_checkpoint(folder, key, model)
     cached = meta is not None
+    partial = partial_state_path(folder, key)
     if meta is None:
+        if force:
+            partial.unlink(missing_ok=True)
         x, y = dataset.x_train, dataset.y_train
         if spec.data.train_subset:
             idx = balanced_subset(y, spec.data.train_subset, seed=spec.seed)
             x, y = x[idx], y[idx]
         start = time.perf_counter()
         history: list[dict[str, float]] = []
-        if spec.mechanism is not None:
-            # the mechanism acts on the very network the control run trained (cached under its own key)
+        if spec.stack:
+            # the last mechanism acts on the very network the spec without it trained (cached under its own key:
+            # the control run, or the stack's earlier mechanisms applied in order)
             model, base_meta, _ = train_stage(
-                spec.model_copy(update={"mechanism": None}), dataset, runs_dir=runs_dir, progress=progress
+                spec.without_last_mechanism(), dataset, runs_dir=runs_dir, progress=progress
             )
             history = base_meta.get("history", [])
-            params = dict(spec.mechanism.params)
-            accepted = MECHANISMS.get(spec.mechanism.name).parameters()
+            mechanism = spec.stack[-1]
+            params = dict(mechanism.params)
+            accepted = MECHANISMS.get(mechanism.name).parameters()
             if "train" in accepted:
                 params.setdefault("train", fit_settings(spec))
             if "seed" in accepted:
                 params.setdefault("seed", spec.seed)
-            model = MECHANISMS.create(spec.mechanism.name, model=model, data=dataset, **params)
+            model = MECHANISMS.create(mechanism.name, model=model, data=dataset, **params)
         else:
-            model, fitted = fit(model, x, y, **fit_settings(spec), progress=progress)
+            model, fitted = fit(model, x, y, **fit_settings(spec), progress=progress, resume_path=partial)
             history = fitted.epochs
+            start -= fitted.seconds_before  # a resumed run counts the time of its earlier sessions too
         test_acc = float((predict_logits(model, dataset.x_test).argmax(1) == dataset.y_test).float().mean())
         meta = {
             "train_key": key,
@@ -188,6 +206,7 @@ def train_stage(
             "train_seconds": time.perf_counter() - start,
         }
         save_checkpoint(folder, key, model, meta)
+        partial.unlink(missing_ok=True)  # the checkpoint holds the finished run now
     model.eval()
     return model, meta, cached
 
@@ -218,7 +237,7 @@ def source_spec(spec: ExperimentSpec) -> ExperimentSpec:
     """The transfer attack's source: the same data and model, standard training (no mechanism, no
     adversarial training), another seed."""
     train = spec.train.model_copy(update={"adversarial": None})
-    return spec.model_copy(update={"mechanism": None, "seed": spec.seed + 1, "train": train})
+    return spec.model_copy(update={"mechanism": None, "mechanisms": [], "seed": spec.seed + 1, "train": train})
 
 
 def named_source_spec(spec: ExperimentSpec, overrides: dict[str, Any]) -> ExperimentSpec:
@@ -227,7 +246,7 @@ def named_source_spec(spec: ExperimentSpec, overrides: dict[str, Any]) -> Experi
     key as a sweep variant with the same settings, so that variant's checkpoint is the source."""
     raw = spec.model_dump(mode="json")
     raw = {k: v for k, v in raw.items() if k not in ("sweep", "full", "evaluate", "label", "reductions")}
-    raw["mechanism"] = None
+    raw["mechanism"], raw["mechanisms"], raw["twin"] = None, [], ""
     if "model" in overrides:
         raw["model"] = {"params": {}}  # the source names its own model; the target's params do not carry over
     merged = _deep_merge(raw, overrides)
@@ -239,22 +258,31 @@ def transfer_source(
 ) -> nn.Module | dict[str, nn.Module | None] | None:
     """The trained (cached) source model when the suite has a transfer attack, else ``None``; a dict of
     sources by entry label (``""``: the standard one) when transfer entries name their own ``source``."""
-    named = [a for a in spec.evaluate.attacks if a.name == "transfer" and "source" in a.params]
-    default_needed = spec.evaluate.suite == "full" or any(
+    specs = transfer_source_specs(spec)
+    trained: dict[str, nn.Module | None] = {"": None}
+    for label, src in specs.items():
+        trained[label], _, _ = train_stage(src, train_data, runs_dir=runs_dir, progress=progress)
+    if set(specs) <= {""}:
+        return trained[""]
+    return trained
+
+
+def transfer_source_specs(spec: ExperimentSpec) -> dict[str, ExperimentSpec]:
+    """The specs of the transfer attack's source models that ``spec``'s evaluation trains, by entry label
+    (``""``: the standard source, :func:`source_spec`); empty when the suite has no transfer attack."""
+    specs = {}
+    if spec.evaluate.suite == "full" or any(
         a.name == "transfer" and "source" not in a.params for a in spec.evaluate.attacks
-    )
-    default = None
-    if default_needed:
-        default, _, _ = train_stage(source_spec(spec), train_data, runs_dir=runs_dir, progress=progress)
-    if not named:
-        return default
-    sources: dict[str, nn.Module | None] = {"": default}
-    for entry in named:
+    ):
+        specs[""] = source_spec(spec)
+    for entry in spec.evaluate.attacks:
+        if entry.name != "transfer" or "source" not in entry.params:
+            continue
         src = named_source_spec(spec, entry.params["source"])
         if src.data.name != spec.data.name:
             raise SpecError(f"{spec.name}: transfer source {entry.label!r} must use dataset {spec.data.name!r}")
-        sources[entry.label or entry.name], _, _ = train_stage(src, train_data, runs_dir=runs_dir, progress=progress)
-    return sources
+        specs[entry.label or entry.name] = src
+    return specs
 
 
 def evaluate_stage(

@@ -2,7 +2,9 @@
 
 A spec's ``[sweep]`` table declares a grid (lists for any dotted key) and/or a search (ranges),
 each run for every seed. Every variant is a complete spec keyed by its train and eval keys
-(DESIGN §1), so a sweep killed and restarted runs only what is missing. Workers return their rows
+(DESIGN §1), so a sweep killed and restarted runs only what is missing: finished models load from
+the checkpoint cache, and a variant killed while training resumes from its last saved training state
+(``<train_key>.partial.pt``, every epoch and every 10 minutes within one). Workers return their rows
 to the driver, which alone writes to SQLite, one transaction per run (:meth:`ResultsStore.record_run`):
 a run is in the store whole or not at all. A failed run is recorded with its error and the sweep
 goes on.
@@ -37,6 +39,7 @@ from ..store import ResultsStore, code_version, package_versions
 from ..types import ProgressFn
 
 __all__ = ["SweepReport", "Variant", "expand_sweep", "run_sweep", "run_variant"]
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -97,6 +100,8 @@ def _variant(
     label = raw.get("label") or raw.get("model", {}).get("name", "cnn_mnist")
     if not raw.get("label") and raw.get("mechanism"):
         label += f"+{raw['mechanism']['name']}"
+    elif not raw.get("label") and raw.get("mechanisms"):
+        label += "".join(f"+{m['name']}" for m in raw["mechanisms"] if isinstance(m, dict) and "name" in m)
     if overrides:
         label += "[" + ",".join(f"{_short(k)}={_fmt(v)}" for k, v in sorted(overrides.items())) + "]"
     raw["label"] = label
@@ -165,12 +170,20 @@ def expand_sweep(spec: ExperimentSpec) -> list[Variant]:
         points = sample_space(sweep.search.space, sweep.search.samples, sweep.search.seed)
         combos = [{**c, **p} for c in combos for p in points]
     named: list[dict[str, Any] | None] = list(sweep.variants) or [None]
-    return [
+    variants = [
         _variant(base, c, seed, spec.name, {k: x for k, x in v.items() if k != "seeds"} if v else None)
         for v in named
         for c in combos
         for seed in ((v or {}).get("seeds") or sweep.seeds)
     ]
+    labels = {v.spec.label for v in variants}
+    for v in variants:
+        if v.spec.twin and v.spec.twin not in labels:
+            raise SpecError(
+                f"{spec.name}: variant {v.spec.label!r} names twin {v.spec.twin!r}, which is no variant of this "
+                f"experiment (variants: {', '.join(sorted(labels))})"
+            )
+    return variants
 
 
 def run_variant(

@@ -606,6 +606,7 @@ def cerebellum_head(
     lr: float | None = None,
     augment: str = "crop-flip",
     train_subset: int | None = None,
+    adversarial: dict[str, Any] | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
 ) -> nn.Module:
@@ -631,6 +632,12 @@ def cerebellum_head(
     augment : {'none', 'flip', 'crop-flip'}, default='crop-flip'
     train_subset : int or None, default=None
         Train on a seeded class-balanced subset of this many images (the 30-minute tier).
+    adversarial : dict or None, default=None
+        Train the head adversarially: the settings of the one loop's adversarial objective (``method``,
+        ``eps``, ``steps``, ``step_size``, ...; :class:`~neurorobust.training.adversarial.AdversarialObjective`).
+        The examples are crafted against the whole model (frozen trunk + head), so a head on an adversarially
+        trained trunk is itself trained on that trunk's adversarial examples (``configs/combo_cifar10.toml``);
+        not part of the paper.
     seed : int, default=0
         Seeds :math:`J`, the shuffling and the augmentation.
 
@@ -667,6 +674,7 @@ def cerebellum_head(
         batch_size=batch_size,
         epochs=epochs,
         augment=augment,
+        adversarial=adversarial,
         seed=seed,
         progress=progress,
     )
@@ -682,6 +690,7 @@ def cerebellum_head(
         "train_seconds": seconds,
         "history": history.epochs,
         "encoder_frozen": True,
+        "adversarial": adversarial,
     }
     head.eval()
     return head

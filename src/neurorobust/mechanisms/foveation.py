@@ -49,7 +49,16 @@ attack (58% vs 64% left at eps 0.01), so the default declares none.
 15 and 30 with radii 1, 2), each blurred by a normalised Gaussian of :math:`\sigma = r_j / 2`
 (support :math:`\pm 4\sigma`, zero padding) and subsampled with stride :math:`r_j` from offset
 :math:`\lfloor r_j/2 \rfloor`, so every scale is :math:`k \times k`; one backbone per scale,
-their pooled features concatenated into one dense layer.
+their pooled features concatenated into one dense layer. With ``auxiliary=True`` (the authors'
+``wAUXILIARY`` ECNN, thesis §2.4: "an auxiliary loss is trained at the end of each branch") each scale
+:math:`j` also has a linear softmax head on its pooled features :math:`h_j`, trained only, with the
+main loss and the per-scale losses summed with equal weights (5 cross-entropies for 4 scales, as coded):
+
+.. math::
+
+    L = \mathrm{CE}(z, y) + \sum_{j} \mathrm{CE}(W_j h_j + b_j,\ y)
+
+(:math:`z` the main logits). The heads are not used at test time: the attacked function is unchanged.
 
 **Coarse fixations**: a crop of 224/320 of the side (CIFAR 24 of 32) centred at the fixation.
 
@@ -197,6 +206,16 @@ class FixationNet(ImageModel):
     bpda : bool, default=False
         Discrete sampling declares its straight-through bilinear surrogate for BPDA (off by default:
         the exact, sparse gradient of the discrete selection gave the stronger attack, see the module notes).
+    auxiliary : bool, default=False
+        Cortical only: one linear head per scale on that scale's pooled (global-average-pooled) features,
+        as the authors' ``ecnn(auxiliary=True)`` puts them (``mvuyyuru/adversary: model_backbone.py``;
+        ``seeds/NOTES.md`` §2: "one softmax head per scale: 5 cross-entropies, equal weights").
+        ``training_penalty(xb, logits, y)`` returns the sum of their cross-entropies (each the batch
+        mean, weight 1, as Keras sums a multi-output model's losses), which the training loop adds to
+        the main cross-entropy. They see the features of the training forward pass (cached then, so
+        nothing is recomputed; with ``combine="concat"`` those of the five points, labels repeated).
+        At evaluation they are unused and nothing is cached: the attacked function, the main logits,
+        is the same network's with or without them.
     """
 
     def __init__(
@@ -214,6 +233,7 @@ class FixationNet(ImageModel):
         cortical_backbone: str | None = None,
         cortical_width: int | None = None,
         bpda: bool = False,
+        auxiliary: bool = False,
     ) -> None:
         validate_params(
             "FixationNet",
@@ -229,6 +249,7 @@ class FixationNet(ImageModel):
                 "cortical_backbone": Type(str, optional=True),
                 "cortical_width": Type(int, optional=True),
                 "bpda": Type(bool),
+                "auxiliary": Type(bool),
             },
             locals(),
         )
@@ -236,6 +257,10 @@ class FixationNet(ImageModel):
         c, h, w = self.input_shape
         if h != w:
             raise InvalidParameterError("input_shape", "FixationNet", "square images (C, S, S)", tuple(input_shape))
+        if auxiliary and frontend != "cortical":  # only the cortical model has scales to put heads on
+            raise InvalidParameterError(
+                "auxiliary", "FixationNet", "False unless frontend='cortical' (one head per cortical scale)", auxiliary
+            )
         self.size, self.frontend, self.combine = h, frontend, combine
         params = dict(backbone_params or {})
         self.g = fixation_offset(frontend, h) if offset is None else offset
@@ -287,6 +312,9 @@ class FixationNet(ImageModel):
         self.concat_head = nn.Linear(5 * feat, num_classes) if combine == "concat" else None
         self.bpda = bpda
         self._generator: torch.Generator | None = None
+        # built after every other layer, so that without them the seeded initialisation is the one before
+        self.aux_heads = nn.ModuleList([nn.Linear(d, num_classes) for d in dims]) if auxiliary else None
+        self._scale_feats: list[torch.Tensor] | None = None  # the training batch's per-scale features
 
     # one fixation -> logits
     def _glimpse_logits(self, x: torch.Tensor, gaze: torch.Tensor | Sequence[int]) -> torch.Tensor:
@@ -298,6 +326,7 @@ class FixationNet(ImageModel):
             return self.backbone(self.sampler(x, g.to(x.device)))
         off = [int(v) for v in gaze]  # type: ignore[union-attr]
         feats = [net(s) for net, s in zip(self.scales, self.sampler(x, off), strict=True)]
+        self._keep_scale_feats(feats)
         return self.scale_head(torch.cat(feats, dim=1))
 
     def _random_gaze(self, n: int) -> torch.Tensor | list[int]:
@@ -321,15 +350,39 @@ class FixationNet(ImageModel):
             return self.backbone(self.sampler(x.repeat(5, 1, 1, 1), gaze)).view(5, b, -1)
         per_point = [self.sampler(x, p) for p in pts]  # [point][scale]
         feats = [net(torch.cat([sc[j] for sc in per_point])) for j, net in enumerate(self.scales)]
+        self._keep_scale_feats(feats)  # (5B, dim) each, point-major
         return self.scale_head(torch.cat(feats, dim=1)).view(5, b, -1)
+
+    def _keep_scale_feats(self, feats: list[torch.Tensor]) -> None:
+        """Cache the per-scale features for the auxiliary losses: training with heads only, so no graph is kept
+        at evaluation (attacks), and the penalty reuses this forward pass instead of running another."""
+        if self.aux_heads is not None and self.training:
+            self._scale_feats = feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        self._scale_feats = None  # a stale batch's features (and graph) never outlive the next forward
         if self.concat_head is not None:  # combine="concat"
             return self.concat_head(self.five_logits(x).permute(1, 0, 2).flatten(1))
         if self.training:
             return self._glimpse_logits(x, self._random_gaze(len(x)))
         return self.five_logits(x).mean(0)
+
+    def training_penalty(self, xb: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r"""The auxiliary losses :math:`\sum_j \mathrm{CE}(W_j h_j + b_j, y)` of the last training forward pass
+        (``auxiliary=True``; else 0): one cross-entropy per cortical scale, each the batch mean, weight 1, so
+        that with the loop's main cross-entropy the loss is the coded sum of 5 (``seeds/NOTES.md`` §2).
+
+        ``y`` (B,) class indices or (B, classes) probabilities; the loop passes the batch's labels. The
+        cached features are used once: a second call without a new forward pass returns 0.
+        """
+        feats, self._scale_feats = self._scale_feats, None
+        if self.aux_heads is None or feats is None:
+            return logits.new_zeros(())
+        reps = len(feats[0]) // len(y)  # combine="concat": the five points' features, stacked point-major
+        target = y.repeat(reps, *([1] * (y.dim() - 1)))
+        losses = [F.cross_entropy(head(f), target) for head, f in zip(self.aux_heads, feats, strict=True)]
+        return torch.stack(losses).sum()
 
     @property
     def sampling_mode(self) -> str:
@@ -654,6 +707,7 @@ _FOVEATED_OPTIONS: dict[str, Any] = {
     "loc_pool": 2,
     "gaze_l2": 0.0,
     "bpda": False,
+    "auxiliary": False,
 }
 
 
@@ -688,7 +742,8 @@ def foveated(input_shape: Sequence[int] = (3, 128, 128), num_classes: int = 10, 
     ``combine`` average (as coded) or concat; STN: ``transform`` affine or attention, ``glimpse``
     side (multi-gaze: the side its retinal images are pooled to); STN and multi-gaze: ``shared``
     branch weights, the localisation network's ``loc_width`` and input pooling ``loc_pool``;
-    multi-gaze: ``gaze_l2``. Options a front-end does not use are ignored. See
+    multi-gaze: ``gaze_l2``; cortical: ``auxiliary`` per-scale heads and losses (refused for the other
+    front-ends). Other options a front-end does not use are ignored. See
     :mod:`neurorobust.mechanisms.foveation`.
     """
     unknown = sorted(set(options) - set(_FOVEATED_OPTIONS))
@@ -699,6 +754,10 @@ def foveated(input_shape: Sequence[int] = (3, 128, 128), num_classes: int = 10, 
     frontend, backbone, width, loc_width = (opts.pop(k) for k in ("frontend", "backbone", "width", "loc_width"))
     if frontend not in _FRONTENDS:
         raise InvalidParameterError("frontend", "foveated", _options(_FRONTENDS), frontend)
+    if opts["auxiliary"] is not False and frontend != "cortical":  # asked-for losses never silently dropped
+        raise InvalidParameterError(
+            "auxiliary", "foveated", "False unless frontend='cortical' (one head per cortical scale)", opts["auxiliary"]
+        )
     if width is not None and (isinstance(width, bool) or not isinstance(width, int) or width < 1):
         raise InvalidParameterError("width", "foveated", "an int >= 1 or None (the backbone's default)", width)
     if loc_width is not None and (isinstance(loc_width, bool) or not isinstance(loc_width, int) or loc_width < 1):

@@ -22,7 +22,14 @@ from ..specs import canonical_experiment
 from ..store import ResultsStore
 from .tables import markdown_table
 
-__all__ = ["COLUMNS", "leaderboard_html", "leaderboard_rows", "write_leaderboard"]
+__all__ = [
+    "COLUMNS",
+    "leaderboard_html",
+    "leaderboard_markdown",
+    "leaderboard_rows",
+    "write_leaderboard",
+    "write_leaderboard_csv",
+]
 
 COLUMNS = [
     "experiment",
@@ -77,17 +84,35 @@ def _headline_claims() -> dict[tuple[str, str], Any]:
     return out
 
 
-def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) -> list[dict[str, Any]]:
-    """One dict per defence (keys: :data:`COLUMNS`), sorted by experiment then worst case (best first)."""
+def leaderboard_rows(
+    store: ResultsStore, experiments: list[str] | None = None, *, private: bool = False
+) -> list[dict[str, Any]]:
+    """One dict per defence (keys: :data:`COLUMNS`), sorted by experiment then worst case (best first).
+
+    Experiments stored under an old config name count as the renamed one (``sgbn_mnist`` is
+    ``stochastic_mnist_sgbn``): one row per defence, the latest run per seed whatever its name.
+
+    Parameters
+    ----------
+    store : ResultsStore
+    experiments : list of str, optional
+        Experiment names as stored (default: all).
+    private : bool, default=False
+        Also keep ``_curve`` (the worst-case curve, ``{eps: robust accuracy %}``) and ``_runs`` (ids of
+        the runs whose rows the row shows) on each defence, for the static site; CSV and Markdown
+        writers leave them off.
+    """
     from ..claims import judge, ours_for
 
     rows = store.results(done_only=True)
     runs = {r["id"]: r for r in store.runs()}
     claims = _headline_claims()
+    names: dict[str, str] = {}  # canonical_experiment reads the configs folder: once per distinct name
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         if experiments is None or r["experiment"] in experiments:
-            groups[(r["experiment"], r["model"], r["dataset"])].append(r)
+            exp = names.setdefault(r["experiment"], canonical_experiment(r["experiment"]))
+            groups[(exp, r["model"], r["dataset"])].append(r)
     board = []
     for (exp, model, dataset), rs in sorted(groups.items()):
         test = [r for r in rs if r["split"] == "test"] or rs
@@ -99,7 +124,7 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
         suite = chosen
         clean = [r["value"] for r in latest if r["attack"] == "clean" and r["metric"] == "accuracy"]
         worst = [r for r in latest if r["attack"] == "worst-case" and r["metric"] == "accuracy"]
-        claim = claims.get((canonical_experiment(exp), model))
+        claim = claims.get((exp, model))
         eps_ref = claim.eps if claim is not None and claim.eps is not None else _reference_eps(worst)
         at_eps = [
             r["value"]
@@ -138,14 +163,17 @@ def leaderboard_rows(store: ResultsStore, experiments: list[str] | None = None) 
                 "spread (sd, %)": None if math.isnan(c_sd) else round(100 * c_sd, 2),
                 "_curve": _curve_values(worst),
                 "_eps": None if eps_ref is None else _eps_key(eps_ref),
+                "_runs": sorted({r["run_id"] for r in latest}),
             }
         )
     _reference_gaps(board)
     if any(b["kind"] == "reference" for b in board):
         board += _published_rows({b["dataset"] for b in board})
     for b in board:
-        b.pop("_curve", None)
         b.pop("_eps", None)
+        if not private:
+            b.pop("_curve", None)
+            b.pop("_runs", None)
     board.sort(key=lambda b: (b["experiment"], -(b["worst-case (%)"] or -1.0)))
     return board
 
@@ -288,16 +316,26 @@ def leaderboard_html(board: list[dict[str, Any]]) -> str:
     )
 
 
+def write_leaderboard_csv(board: list[dict[str, Any]], path: str | Path) -> None:
+    """Write the :data:`COLUMNS` of ``board`` as CSV (private keys such as ``_curve`` are left out)."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(board)
+
+
 def write_leaderboard(store: ResultsStore, outdir: str | Path = "reports/leaderboard") -> Path:
     """Write ``leaderboard.csv``, ``leaderboard.md`` and ``index.html`` into ``outdir``; returns it."""
     folder = Path(outdir)
     folder.mkdir(parents=True, exist_ok=True)
     board = leaderboard_rows(store)
-    with open(folder / "leaderboard.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(board)
-    (folder / "leaderboard.md").write_text("# neurorobust leaderboard\n\n" + leaderboard_markdown(board))
+    write_leaderboard_csv(board, folder / "leaderboard.csv")
+    from .combinations import combination_markdown, combination_rows
+
+    combos = combination_markdown(combination_rows(store))
+    (folder / "leaderboard.md").write_text(
+        "# neurorobust leaderboard\n\n" + leaderboard_markdown(board) + "\n" + combos
+    )
     style = (
         "body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px}th{background:#f0f0f0;cursor:pointer}"

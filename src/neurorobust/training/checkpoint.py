@@ -2,6 +2,11 @@
 
 ``runs/checkpoints/<train_key>.safetensors`` and ``.json`` side by side. Writes go to a temporary
 file and are renamed, so a killed process never leaves a half-written checkpoint.
+
+An unfinished training run keeps its state (weights, optimiser, generator states, epoch, step,
+history) beside them in ``<train_key>.partial.pt`` (:func:`partial_state_path`): a ``torch.save``
+of tensors, numbers, strings, lists and dicts only, read back with ``torch.load(weights_only=True)``,
+so no pickled code runs. The runner deletes it once the finished checkpoint is written.
 """
 
 from __future__ import annotations
@@ -13,12 +18,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import DataError
 
-__all__ = ["checkpoint_paths", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "checkpoint_paths",
+    "load_checkpoint",
+    "load_train_state",
+    "partial_state_path",
+    "save_checkpoint",
+    "save_train_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +82,40 @@ def load_checkpoint(folder: str | Path, key: str, model: nn.Module) -> dict[str,
         return None
     model.eval()
     return meta
+
+
+def partial_state_path(folder: str | Path, key: str) -> Path:
+    """Where an unfinished training run of ``key`` keeps its resumable state: ``<folder>/<key>.partial.pt``."""
+    return Path(folder) / f"{key}.partial.pt"
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a training state atomically: a temporary file in the same folder, then :func:`os.replace`.
+
+    A kill at any moment leaves either the previous state or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left behind when the write itself failed
+
+
+def load_train_state(path: str | Path) -> dict[str, Any] | None:
+    """The training state at ``path``; ``None`` when there is none or it cannot be read (a warning names the
+    file, and the run starts again from scratch)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a foreign or damaged file
+        logger.warning("%s cannot be read (%s); training starts from scratch", path, exc)
+        return None
+    if not isinstance(state, dict):
+        logger.warning("%s holds no training state; training starts from scratch", path)
+        return None
+    return state

@@ -3,13 +3,22 @@
 ``fit(model, x, y, ...)`` trains in place with minibatch SGD / Adam / RMSprop on cross-entropy or
 MSE-on-one-hot, a pure learning-rate schedule, optional L1 and weight decay, seeded shuffling,
 and reports progress through a callback; it returns the model and a per-epoch history.
+
+With ``resume_path`` it keeps its state in that file (every epoch, and mid-epoch every
+``save_every_s``) and a later call with the same path goes on where the last save left off, with
+the weights an uninterrupted run would have had (:class:`_StateSaver`).
 """
 
 from __future__ import annotations
 
+import inspect
+import json
+import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +29,9 @@ from ..errors import InvalidParameterError, TrainingDivergedError
 from ..modes import eval_mode
 from ..types import ProgressFn
 from ..validation import Interval, Options, validate_params
+from .checkpoint import load_train_state, save_train_state
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["History", "ProgressFn", "augment_batch", "fit", "loss_fn", "lr_at", "predict_logits"]
 
@@ -30,6 +42,8 @@ class History:
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     stopped: str = ""  # why training stopped early, if it did
+    resumed: str = ""  # where a resumed run picked up, e.g. "epoch 2, step 3 of 8"
+    seconds_before: float = 0.0  # training time spent by earlier calls of a resumed run
 
     @property
     def final(self) -> dict[str, float]:
@@ -134,6 +148,7 @@ _CONSTRAINTS = {
     "l1": Interval(float, 0, None),
     "temperature": Interval(float, 0, None, closed="neither"),
     "augment": Options(["none", "flip", "crop-flip"]),
+    "save_every_s": Interval(float, 0, None),
 }
 
 
@@ -160,6 +175,8 @@ def fit(
     x_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
+    resume_path: str | Path | None = None,
+    save_every_s: float = 600.0,
 ) -> tuple[nn.Module, History]:
     """Train ``model`` in place and return it with its :class:`History`.
 
@@ -204,14 +221,28 @@ def fit(
         Held-out data whose accuracy is recorded each epoch.
     progress : callable, optional
         Called with ``{"stage": "train", "epoch", "epochs", "step", "steps", "loss", "acc"}``.
+    resume_path : path, optional
+        A file for the run's state: weights, optimiser state, the generators' states (shuffling,
+        augmentation, adversarial objective, the global torch generator that dropout draws from, and
+        any ``torch.Generator`` a module keeps), epoch, step, the epoch's shuffle and the history. It
+        is written atomically at the end of every epoch, mid-epoch when ``save_every_s`` passed since
+        the last write, and once more, marked finished, when training ends. When the file exists,
+        training goes on from it (a finished one is loaded, not trained again) and ends with the same
+        weights as an uninterrupted run (bit for bit on CPU). A file written with other settings, data
+        or another architecture is ignored with a warning. The caller deletes it once the weights are
+        saved elsewhere (the runner does).
+    save_every_s : float, default=600.0
+        With ``resume_path``: the longest time between two writes within an epoch (0: after every step).
 
     Notes
     -----
     Mechanisms that need more than a loss on the logits declare it on the model, and the loop
     calls it: ``model.on_epoch_start(x, epoch)`` before each epoch (e.g. the spectral regulariser
     recomputes its eigenbasis on the training set), and ``model.training_penalty(xb, logits)`` adds
-    a scalar to each batch's loss (spectral, Jacobian penalties). Only parameters with
-    ``requires_grad`` are optimised, so frozen layers (buffers or ``requires_grad=False``) stay fixed.
+    a scalar to each batch's loss (spectral, Jacobian penalties); one with a third positional parameter
+    also gets the batch's labels, ``training_penalty(xb, logits, yb)`` (auxiliary classifier losses).
+    Only parameters with ``requires_grad`` are optimised, so frozen layers (buffers or
+    ``requires_grad=False``) stay fixed.
     """
     validate_params("fit", _CONSTRAINTS, locals())
     _check_data(x, y)
@@ -235,23 +266,52 @@ def fit(
         adv_gen=torch.Generator().manual_seed(seed + 1),
         aug_gen=torch.Generator().manual_seed(seed + 2),
         penalty=getattr(model, "training_penalty", None),
+        penalty_labels=_takes_labels(getattr(model, "training_penalty", None)),
         progress=progress,
     )
     history = History()
     epoch_hook = getattr(model, "on_epoch_start", None)
-    for epoch in range(epochs):
-        if callable(epoch_hook):
-            epoch_hook(x, epoch)
+    saver = None
+    if resume_path is not None:
+        settings = {
+            "optimizer": optimizer,
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "l1": l1,
+            "loss": loss,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "schedule": schedule,
+            "milestones": milestones,
+            "gamma": gamma,
+            "seed": seed,
+            "temperature": temperature,
+            "augment": augment,
+        }
+        saver = _StateSaver(
+            Path(resume_path), save_every_s, trainer, history, watch, _fingerprint(settings, objective, x, y)
+        )
+    first, partial = (0, None) if saver is None else saver.resume(x, epoch_hook)
+    for epoch in range(first, epochs):
+        if partial is None:  # a resumed epoch's hook ran already: the saver replayed it
+            if callable(epoch_hook):
+                epoch_hook(x, epoch)
+            if saver is not None:
+                saver.epoch_started(callable(epoch_hook))
         rate = lr_at(epoch, base=lr, epochs=epochs, schedule=schedule, milestones=milestones, gamma=gamma)
-        record = _train_epoch(trainer, x, y, epoch, rate)
+        record = _train_epoch(trainer, x, y, epoch, rate, partial, None if saver is None else saver.after_step)
+        partial = None
         if x_val is not None and y_val is not None:
             record["val_acc"] = (predict_logits(model, x_val).argmax(1) == y_val).float().mean().item()
         stop = watch.after_epoch(model, epoch, record) if watch is not None else ""
         history.epochs.append(record)
+        history.stopped = stop
+        if saver is not None:
+            saver.save(epoch + 1, None, finished=bool(stop) or epoch + 1 == epochs)
         if progress is not None:
             progress({"stage": "epoch", **record, "epochs": epochs})
         if stop:
-            history.stopped = stop
             break
     model.eval()
     return model, history
@@ -287,18 +347,44 @@ class _Trainer:
     adv_gen: torch.Generator
     aug_gen: torch.Generator
     penalty: Any = None  # the model's training_penalty(xb, logits), if it declares one
+    penalty_labels: bool = False  # it takes the labels too: training_penalty(xb, logits, yb)
     progress: ProgressFn | None = None
 
 
-def _train_epoch(t: _Trainer, x: torch.Tensor, y: torch.Tensor, epoch: int, rate: float) -> dict[str, float]:
-    """One epoch at learning rate ``rate`` over a fresh seeded shuffle of ``(x, y)``; the epoch's record."""
+@dataclass
+class _EpochState:
+    """Where an epoch stands: its shuffle, the steps done and the running sums of its record (what a
+    mid-epoch save keeps, so that a resumed epoch draws the same batches)."""
+
+    epoch: int
+    order: torch.Tensor
+    steps: int
+    step: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seconds: float = 0.0
+
+
+def _train_epoch(
+    t: _Trainer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epoch: int,
+    rate: float,
+    state: _EpochState | None = None,
+    after_step: Callable[[_EpochState], None] | None = None,
+) -> dict[str, float]:
+    """One epoch at learning rate ``rate`` over a fresh seeded shuffle of ``(x, y)``, or from where ``state``
+    (a resumed epoch) stands; ``after_step`` sees the state after every step. The epoch's record."""
     for group in t.opt.param_groups:
         group["lr"] = rate
     t.model.train()
-    start, total_loss, correct = time.perf_counter(), 0.0, 0
-    order = torch.randperm(len(x), generator=t.gen)
-    steps = math.ceil(len(x) / t.batch_size)
-    for step in range(steps):
+    if state is None:
+        order = torch.randperm(len(x), generator=t.gen)
+        state = _EpochState(epoch, order, math.ceil(len(x) / t.batch_size))
+    start, total_loss, correct = time.perf_counter() - state.seconds, state.loss_sum, state.correct
+    order, steps = state.order, state.steps
+    for step in range(state.step, steps):
         idx = order[step * t.batch_size : (step + 1) * t.batch_size]
         xb, yb = augment_batch(x[idx], t.augment, t.aug_gen).to(t.device), y[idx].to(t.device)
         batch_loss, logits = _batch_loss(t, xb, yb, epoch + step / steps)
@@ -314,6 +400,10 @@ def _train_epoch(t: _Trainer, x: torch.Tensor, y: torch.Tensor, epoch: int, rate
         t.opt.step()
         total_loss += loss_value * len(idx)
         correct += (logits.argmax(1) == (yb.argmax(1) if yb.dim() == 2 else yb)).sum().item()
+        if after_step is not None:
+            state.step, state.loss_sum, state.correct = step + 1, total_loss, correct
+            state.seconds = time.perf_counter() - start
+            after_step(state)
         if t.progress is not None:
             t.progress(
                 {
@@ -334,6 +424,16 @@ def _train_epoch(t: _Trainer, x: torch.Tensor, y: torch.Tensor, epoch: int, rate
     }
 
 
+def _takes_labels(penalty: Any) -> bool:
+    """Whether a model's ``training_penalty`` takes a third positional argument, the batch's labels (looked
+    up once per :func:`fit`, not per batch; two-argument penalties are called as before)."""
+    if not callable(penalty):
+        return False
+    params = inspect.signature(penalty).parameters.values()
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    return len(positional) > 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)
+
+
 def _batch_loss(t: _Trainer, xb: torch.Tensor, yb: torch.Tensor, progress: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss of one batch (adversarial objective or ``loss``, plus the model's penalty and L1) and its logits;
     ``progress``: epochs done so far, fractional (drives the adversarial eps warm-up)."""
@@ -344,7 +444,7 @@ def _batch_loss(t: _Trainer, xb: torch.Tensor, yb: torch.Tensor, progress: float
         logits = t.model(xb)
         batch_loss = loss_fn(logits, yb, t.loss, t.temperature)
     if callable(t.penalty):
-        batch_loss = batch_loss + t.penalty(xb, logits)
+        batch_loss = batch_loss + (t.penalty(xb, logits, yb) if t.penalty_labels else t.penalty(xb, logits))
     if t.l1:
         batch_loss = batch_loss + t.l1 * sum(p.abs().sum() for p in t.params if p.dim() > 1)
     return batch_loss, logits
@@ -399,3 +499,169 @@ class _HeldOutCheck:
             f"{max(self.checked[:-1]):.3f} to {self.checked[-1]:.3f}; kept the weights of epoch {self.best_epoch}, "
             "the best on the held-out batch"
         )
+
+
+def _fingerprint(settings: dict[str, Any], objective: Any, x: torch.Tensor, y: torch.Tensor) -> str:
+    """What a saved training state must match to be resumed: the settings, the adversarial objective and
+    the data's shapes and label counts (a cheap guard; the runner's file names carry the train key too)."""
+    adversarial = None
+    if objective is not None:
+        adversarial = {k: v for k, v in sorted(vars(objective).items()) if isinstance(v, (bool, int, float, str))}
+        adversarial.pop("progress", None)  # set anew before every batch
+    labels = torch.bincount(y).tolist() if y.dim() == 1 and not y.is_floating_point() else None
+    data = {"x": list(x.shape), "y": list(y.shape), "labels": labels}
+    return json.dumps({**settings, "adversarial": adversarial, "data": data}, sort_keys=True, default=str)
+
+
+def _module_generators(model: nn.Module) -> dict[str, torch.Generator]:
+    """The ``torch.Generator`` s that the model's modules keep as attributes (e.g. a Jacobian penalty's
+    projections), by ``module:attribute``: their states are part of a resumable training state."""
+    found = {}
+    for name, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, torch.Generator):
+                found[f"{name}:{attr}"] = value
+    return found
+
+
+@dataclass
+class _StateSaver:
+    """Saves and restores everything one :func:`fit` needs to go on where it stopped (``resume_path``).
+
+    The state: weights and buffers, optimiser state, the shuffling, augmentation and adversarial
+    generators, the global torch generator (dropout and stochastic layers draw from it; CUDA's too on a
+    GPU), the modules' own generators, the epochs done with their history, the fast-AT held-out check
+    and, mid-epoch, the epoch's shuffle, steps done and running sums. When the model has an
+    ``on_epoch_start`` hook, a mid-epoch save also keeps the weights the epoch started from, so that a
+    resume replays the hook on them (a spectral regulariser's eigenbasis is not in the state dict).
+    """
+
+    path: Path
+    every_s: float
+    trainer: _Trainer
+    history: History
+    watch: _HeldOutCheck | None
+    fingerprint: str
+    last: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.perf_counter)
+    epoch_start: dict[str, torch.Tensor] | None = None
+
+    def epoch_started(self, has_hook: bool) -> None:
+        """Called when an epoch starts, after the model's hook: keep its weights if a hook must be replayed."""
+        if has_hook:
+            self.epoch_start = {k: v.detach().clone() for k, v in self.trainer.model.state_dict().items()}
+
+    def after_step(self, state: _EpochState) -> None:
+        """Save mid-epoch when ``every_s`` passed since the last save (the epoch's last step is saved by fit)."""
+        if state.step < state.steps and time.monotonic() - self.last >= self.every_s:
+            self.save(state.epoch, state)
+
+    def save(self, epochs_done: int, partial: _EpochState | None, *, finished: bool = False) -> None:
+        """Write the state after ``epochs_done`` whole epochs (and ``partial``'s steps of the next one)."""
+        t = self.trainer
+        state: dict[str, Any] = {
+            "version": 1,
+            "fingerprint": self.fingerprint,
+            "epochs_done": epochs_done,
+            "finished": finished,
+            "model": t.model.state_dict(),
+            "optimizer": t.opt.state_dict(),
+            "rng": self._rng_states(),
+            "history": self.history.epochs,
+            "stopped": self.history.stopped,
+            "seconds": self.history.seconds_before + time.perf_counter() - self.started,
+            "held_out": None,
+            "partial": None,
+        }
+        if self.watch is not None:
+            state["held_out"] = {
+                "checked": self.watch.checked,
+                "best_state": self.watch.best_state,
+                "best_epoch": self.watch.best_epoch,
+            }
+        if partial is not None:
+            state["partial"] = {
+                "order": partial.order,
+                "steps": partial.steps,
+                "step": partial.step,
+                "loss_sum": partial.loss_sum,
+                "correct": partial.correct,
+                "seconds": partial.seconds,
+                "epoch_start": self.epoch_start,
+            }
+        save_train_state(self.path, state)
+        self.last = time.monotonic()
+
+    def resume(self, x: torch.Tensor, epoch_hook: Any) -> tuple[int, _EpochState | None]:
+        """Load the saved state if there is one that fits: (first epoch to train, the resumed epoch's state)."""
+        t = self.trainer
+        state = load_train_state(self.path)
+        if state is None:
+            return 0, None
+        if state.get("version") != 1 or state.get("fingerprint") != self.fingerprint:
+            logger.warning("%s was written with other settings or data; training starts from scratch", self.path)
+            return 0, None
+        ours = {k: tuple(v.shape) for k, v in t.model.state_dict().items()}
+        if ours != {k: tuple(v.shape) for k, v in state["model"].items()}:
+            logger.warning("%s was written for another architecture; training starts from scratch", self.path)
+            return 0, None
+        saved = state["partial"]
+        if saved is not None and saved["epoch_start"] is not None and callable(epoch_hook):
+            # the hook's by-products (an eigenbasis) are not in the state dict: make them again from the same weights
+            t.model.load_state_dict(saved["epoch_start"])
+            epoch_hook(x, state["epochs_done"])
+            self.epoch_start = saved["epoch_start"]
+        t.model.load_state_dict(state["model"])
+        t.opt.load_state_dict(state["optimizer"])
+        self._set_rng_states(state["rng"])  # after the replayed hook, which may have drawn from them
+        self.history.epochs[:] = state["history"]
+        self.history.stopped = state["stopped"]
+        self.history.seconds_before = float(state["seconds"])
+        if self.watch is not None and state["held_out"] is not None:
+            self.watch.checked = list(state["held_out"]["checked"])
+            self.watch.best_state = state["held_out"]["best_state"]
+            self.watch.best_epoch = int(state["held_out"]["best_epoch"])
+        done = int(state["epochs_done"])
+        if state["finished"]:
+            self.history.resumed = f"finished after epoch {done}"
+            return t.epochs, None
+        if saved is None:
+            self.history.resumed = f"epoch {done + 1}, step 1"
+            logger.info("%s: resuming at epoch %d of %d", self.path, done + 1, t.epochs)
+            return done, None
+        resumed = _EpochState(
+            done,
+            saved["order"],
+            int(saved["steps"]),
+            int(saved["step"]),
+            float(saved["loss_sum"]),
+            int(saved["correct"]),
+            float(saved["seconds"]),
+        )
+        self.history.resumed = f"epoch {done + 1}, step {resumed.step + 1} of {resumed.steps}"
+        logger.info("%s: resuming at epoch %d of %d, step %d", self.path, done + 1, t.epochs, resumed.step + 1)
+        return done, resumed
+
+    def _rng_states(self) -> dict[str, Any]:
+        t = self.trainer
+        return {
+            "shuffle": t.gen.get_state(),
+            "adversarial": t.adv_gen.get_state(),
+            "augment": t.aug_gen.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if t.device.type == "cuda" else [],
+            "modules": {k: g.get_state() for k, g in _module_generators(t.model).items()},
+        }
+
+    def _set_rng_states(self, rng: dict[str, Any]) -> None:
+        t = self.trainer
+        t.gen.set_state(rng["shuffle"])
+        t.adv_gen.set_state(rng["adversarial"])
+        t.aug_gen.set_state(rng["augment"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and t.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        generators = _module_generators(t.model)
+        for key, value in rng["modules"].items():
+            if key in generators:
+                generators[key].set_state(value)
