@@ -154,7 +154,7 @@ def test_an_old_config_name_loads_the_renamed_config_with_a_warning(old, new):
 
 
 def test_config_names_follow_family_dataset_and_aliases_are_only_aliases():
-    families = ("sleep", "hebbian", "stochastic", "cerebellum", "foveation", "advtrain", "baseline")
+    families = ("sleep", "hebbian", "stochastic", "cerebellum", "foveation", "advtrain", "baseline", "combo")
     assert renamed_configs(REPO / "configs") == RENAMED
     for path in (REPO / "configs").glob("*.toml"):
         if path.stem not in RENAMED:

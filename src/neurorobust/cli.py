@@ -43,7 +43,7 @@ StoreOpt = Annotated[
     Path | None, typer.Option("--store", help="SQLite results store (default: $NEURO_STORE or runs/results.db).")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even when a cached checkpoint / result exists.")]
-FullOpt = Annotated[bool, typer.Option("--full", help="Paper scale: apply the spec's [full] overrides (hours).")]
+FullOpt = Annotated[bool, typer.Option("--full", help=r"Paper scale: apply the spec's \[full] overrides (hours).")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Look here first for datasets.")]
 
 
@@ -575,7 +575,7 @@ def sweep(
     full: FullOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """Run SPEC's [sweep] grid or search; only runs missing from the store are run, and a variant killed while
+    r"""Run SPEC's \[sweep] grid or search; only runs missing from the store are run, and a variant killed while
     training resumes from its last save (resumable)."""
     from .specs import load_spec
 

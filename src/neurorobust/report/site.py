@@ -38,6 +38,7 @@ FAMILIES: dict[str, str] = {
     "advtrain": "reference defences (Madry et al. 2018 PGD-AT, Zhang et al. 2019 TRADES)",
     "baseline": "plain networks, no defence",
     "cerebellum": "Liu, Li & Chen",
+    "combo": "mechanisms combined with PGD-AT (ours: docs/combinations.md)",
     "foveation": "Burhanpurkar 2021",
     "hebbian": "Holzhausen et al.",
     "sleep": "Tadros et al. 2020",
