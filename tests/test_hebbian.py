@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import statistics
@@ -21,10 +22,13 @@ from neurorobust.mechanisms.hebbian import (
     HebbianNet,
     KrotovHopfieldLayer,
     LpNormalise,
+    converged_units,
     kh_increment,
     kh_increment_loop,
+    layer_converged,
     normalised_step,
     sparse_step,
+    wrong_attractor_units,
 )
 from neurorobust.mechanisms.spectra import (
     Regularised,
@@ -32,6 +36,7 @@ from neurorobust.mechanisms.spectra import (
     alpha_rows,
     covariance_spectrum,
     fit_power_law,
+    gaussian_alpha_rows,
     jacobian_penalty,
     layer_names,
     layer_spectrum,
@@ -39,7 +44,12 @@ from neurorobust.mechanisms.spectra import (
 )
 from neurorobust.models import MODELS, create_model
 from neurorobust.report.families import ReportContext
-from neurorobust.report.families.hebbian import HebbianReporter, alpha_table
+from neurorobust.report.families.hebbian import (
+    HebbianReporter,
+    alpha_table,
+    authors_tables,
+    convergence_table,
+)
 from neurorobust.training import fit
 from neurorobust.training.loop import predict_logits
 
@@ -111,6 +121,76 @@ def test_radius_sets_the_limit_norm(one_thread):
     layer.learn(v, epochs=60, batch_size=50, lr=0.3, seed=0)
     active = layer.wins >= 10
     assert int(active.sum()) >= 4 and float((layer.norms()[active] - 2.0).abs().max()) < 0.02
+
+
+def test_convergence_criterion_on_a_constructed_weight_matrix():
+    """The authors' weight_convergence_criterion(model, 1e-2, 1e-1): | ||W_mu||_3 - 1 | <= 0.01 per unit, the
+    layer when fewer than 10% of units are off; weight_mean_criterion: no unit's mean weight below -R/2."""
+    w = torch.tensor(
+        [
+            [1.0, 0.0, 0.0],  # ||.||_3 = 1: on the sphere
+            [0.995, 0.0, 0.0],  # 0.005 off: within the tolerance
+            [-1.0, 0.0, 0.0],  # the sign does not matter
+            [0.98, 0.0, 0.0],  # 0.02 off
+            [2.0, 0.0, 0.0],
+            [-0.9, -0.9, -0.9],  # ||.||_3 = 0.9 * 3^(1/3) = 1.298; mean -0.9 < -1/2: the all-negative attractor
+        ]
+    )
+    mask = converged_units(w, p=3.0, radius=1.0)
+    assert mask.tolist() == [True, True, True, False, False, False]
+    assert not layer_converged(mask) and wrong_attractor_units(w, 1.0) == 1
+    # the boundary as the authors code it: 1 of 10 off is a fraction of 0.1, not below 0.1; 1 of 20 passes
+    assert not layer_converged(torch.tensor([True] * 9 + [False]))
+    assert layer_converged(torch.tensor([True] * 19 + [False])) and layer_converged(torch.ones(3, dtype=torch.bool))
+    assert converged_units(2.0 * w[:1], p=3.0, radius=2.0).tolist() == [True]
+
+
+def test_convergence_is_measured_after_every_unsupervised_epoch_and_rises(one_thread):
+    v = LpNormalise(3.0)(load_dataset("digits").x_train.flatten(1))
+    layer = KrotovHopfieldLayer(64, 16, p=3.0, k=2, delta=0.4, generator=torch.Generator().manual_seed(0))
+    summary = layer.learn(v, epochs=20, batch_size=50, lr=0.3, seed=0)
+    history = summary["convergence"]
+    assert len(history) == 20 and all(0.0 <= f <= 1.0 for f in history)
+    assert history[0] == 0.0  # N(0, 1) init: every unit far from the sphere
+    assert history[-1] >= 0.9 and max(history[:5]) < history[-1]  # the rule converges: the measure rises
+    assert history[-1] == pytest.approx(summary["converged_fraction"], abs=1e-6)
+    assert summary["layer_converged"] == layer_converged(layer.converged_units())
+    assert summary["converged_fraction"] == pytest.approx(
+        float(converged_units(layer.weight, p=3.0, radius=1.0).float().mean())
+    )
+
+
+def test_hebbian_net_keeps_its_convergence_history_and_loads_older_checkpoints(one_thread):
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    kwargs = {"input_shape": (1, 8, 8), "preset": "demo", "hidden": 30, "p": 3.0, "unsup_epochs": 12}
+    net = create_model("kh_net", **kwargs, unsup_lr=0.1, unsup_batch=50)
+    assert net.convergence.shape == (12,) and bool(net.convergence.isnan().all())  # not learned yet
+    report = net.learn_unsupervised(data.x_train)
+    assert (
+        net.convergence.tolist() == pytest.approx(report["convergence"], abs=1e-6) and len(report["convergence"]) == 12
+    )
+    fraction, passed = net.convergence_rows()
+    assert (fraction["attack"], fraction["metric"], passed["metric"]) == (
+        "kh-convergence",
+        "converged_fraction",
+        "layer_converged",
+    )
+    assert fraction["params"]["source"] == "history" and fraction["params"]["history"] == pytest.approx(
+        report["convergence"]
+    )
+    assert fraction["value"] == pytest.approx(report["converged_fraction"], abs=1e-6) and fraction["n"] == 30
+    assert passed["value"] == float(report["layer_converged"]) and fraction["params"]["epochs"] == 12
+    # a checkpoint written before the history was kept still loads (no retraining): the fraction then comes
+    # from the weights, the same number, with no history
+    state = net.state_dict()
+    assert "convergence" in state
+    del state["convergence"]
+    older = create_model("kh_net", **kwargs)
+    older.load_state_dict(state)
+    again, _ = older.convergence_rows()
+    assert again["params"]["source"] == "weights" and again["params"]["history"] == []
+    assert again["value"] == pytest.approx(fraction["value"], abs=1e-6)
 
 
 def test_bad_parameters_give_clear_errors():
@@ -269,6 +349,29 @@ def test_alpha_rows_for_the_store():
     assert alpha["params"]["ranks"] == [2, 30] and alpha["value"] > 0
 
 
+def test_alpha_on_gaussian_images_feeds_the_layer_itself(one_thread):
+    power_law = _power_law_model(300, 1.0, seed=1)  # covariance of W z for z ~ N(0, I): eigenvalues n^-1
+    alpha, se = gaussian_alpha_rows(power_law[1], (1, 1, 300), layer="linear", samples=6000)
+    assert (alpha["attack"], alpha["metric"], se["metric"]) == ("spectrum-gaussian", "alpha", "alpha_fit_se")
+    assert alpha["params"]["ranks"] == [11, 100] and alpha["params"]["layer"] == "linear" and alpha["n"] == 6000
+    assert alpha["value"] == pytest.approx(1.0, abs=0.1) and alpha["params"]["inputs"].startswith("N(0, 1)")
+    # a model's rows: the same seeded draw, into `hidden` without the model's L3 input normalisation
+    torch.manual_seed(0)
+    net = create_model("shlp", input_shape=(1, 8, 8), hidden=40, spectrum_samples=500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 40 units: the rank ranges are cut, which the rows record
+        rows = net.evaluation_rows(load_dataset("digits"))
+        z = torch.randn(500, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+        expected = fit_power_law(covariance_spectrum(net.hidden(z.flatten(1)).detach().double()), (11, 100))
+    assert [(r["attack"], r["metric"]) for r in rows] == [
+        ("spectrum", "alpha"), ("spectrum", "alpha_fit_se"),
+        ("spectrum-gaussian", "alpha"), ("spectrum-gaussian", "alpha_fit_se"),
+    ]  # fmt: skip
+    assert rows[2]["value"] == pytest.approx(expected.alpha, rel=1e-4)
+    with pytest.raises(InvalidParameterError, match="'samples' parameter of gaussian_alpha_rows"):
+        gaussian_alpha_rows(net.hidden, (1, 8, 8), layer="hidden", samples=1)
+
+
 # ----------------------------------------------------------------------------------------------
 # Regularisers
 # ----------------------------------------------------------------------------------------------
@@ -375,7 +478,7 @@ def test_evaluation_stores_alpha_and_the_report_draws_it(store, tmp_path, one_th
         ("figure", "alpha_robustness.png"),
     ]
     ((header, body),) = [payload for kind, _, payload in items if kind == "table"]
-    assert header == ["model", "seeds", "alpha", "fit se", "clean acc (%)", "verdict"]
+    assert header == ["model", "seeds", "alpha", "fit se", "alpha N(0, 1)", "clean acc (%)", "verdict"]
 
     def stored(attack: str, metric: str, scale: float = 1.0) -> list[float]:
         found = store.results(experiment="hebb", attack=attack, metric=metric, done_only=True)
@@ -387,7 +490,9 @@ def test_evaluation_stores_alpha_and_the_report_draws_it(store, tmp_path, one_th
     alphas = stored("spectrum", "alpha")
     assert len(alphas) == 2 and alphas[0] != alphas[1]
     clean = stored("clean", "accuracy", 100.0)
-    assert body == [["bp", "2", text(alphas, 3), text(stored("spectrum", "alpha_fit_se"), 3), text(clean, 1), "—"]]
+    gaussian = text(stored("spectrum-gaussian", "alpha"), 3)
+    se = text(stored("spectrum", "alpha_fit_se"), 3)
+    assert body == [["bp", "2", text(alphas, 3), se, gaussian, text(clean, 1), "—"]]
     assert "| " + " | ".join(body[0]) + " |" in md  # the report prints the same row
 
 
@@ -432,6 +537,122 @@ def test_alpha_table_takes_each_seeds_latest_row_and_every_eps():
     assert alpha_table([row("bp", 0, "clean", "accuracy", None, 0.9)]) is None
 
 
+def test_the_authors_protocol_and_the_convergence_reach_the_report(store, tmp_path, one_thread):
+    from neurorobust.evaluation.suite import evaluate_into_store
+    from neurorobust.report import build_report
+    from neurorobust.specs import EvalSpec
+
+    data = load_dataset("digits")
+    torch.manual_seed(0)
+    net = create_model(
+        "kh_net", input_shape=(1, 8, 8), preset="demo", hidden=40, p=3.0, unsup_epochs=8, unsup_lr=0.1,
+        unsup_batch=50, spectrum_samples=300,
+    )  # fmt: skip
+    fit(net, data.x_train, data.y_train, epochs=5, lr=1e-2, batch_size=64)
+    as_is = {"adaptive": False}
+    no_start = {"steps": 20, "random_start": False}
+    attacks = [  # as configs/hebbian_*.toml lists them, on a small grid
+        {"name": "fgsm", "label": "fgsm-authors", **as_is, "eps": [0.02, 0.05]},
+        {"name": "pgd", "label": "pgd20-authors", **as_is, "params": {**no_start, "rel_step_size": 0.1}, "eps": [0.02]},
+        {"name": "pgd", "label": "pgd20-authors", **as_is, "params": {**no_start, "step_size": 0.05}, "eps": [0.05]},
+        {"name": "fgsm-min", "label": "fgsm-min-authors", **as_is, "params": {"max_eps": 0.3, "grid_step": 0.01}},
+    ]
+    spec = EvalSpec(
+        suite="quick", checklist=False, n=60, eps=[0.1], noise_sigmas=[0.05, 0.3], blur_sigmas=[], attacks=attacks
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 40 units: the alpha fits' rank ranges are cut
+        evaluate_into_store(store, net, data, spec, experiment="hebb", label="kh", run_spec={}, seed=0)
+    rows = store.results(experiment="hebb", done_only=True)
+
+    def stored(attack: str, metric: str, eps: float | None = None) -> dict:
+        (found,) = [r for r in rows if (r["attack"], r["metric"], r["eps"]) == (attack, metric, eps)]
+        return found
+
+    worst = stored("worst-case", "accuracy", 0.1)["params"]["over"]
+    assert "fgsm-authors" not in worst and "pgd20-authors" not in worst  # their eps are not the suite's
+
+    # convergence: every cell is a stored number
+    conv, passed = stored("kh-convergence", "converged_fraction"), stored("kh-convergence", "layer_converged")
+    history = conv["params"]["history"]
+    assert len(history) == 8 and conv["value"] == pytest.approx(history[-1])
+    header, body = convergence_table(rows)
+    assert header[:6] == [
+        "model", "seeds", "KH epochs", "converged units, last epoch (%)", "layer converged (> 90%)",
+        "converged units by epoch (%)",
+    ]  # fmt: skip
+    alpha, gaussian = stored("spectrum", "alpha")["value"], stored("spectrum-gaussian", "alpha")["value"]
+    by_epoch = ", ".join(f"{e}: {100 * history[e - 1]:.1f}" for e in (1, 2, 5, 8))
+    (row,) = body
+    assert row[:6] == ["kh", "1", "8", f"{100 * conv['value']:.1f}", "yes" if passed["value"] else "no", by_epoch]
+    assert row[6:8] == [f"{alpha:.3f}", f"{gaussian:.3f}"]
+    if passed["value"]:
+        assert row[8] == f"judged on a converged layer: alpha {alpha:.3f}"
+    else:
+        assert row[8].startswith(
+            f"not judged: the KH layer has not converged ({100 * conv['value']:.1f}% of units at epoch 8"
+        )
+
+    # the authors' protocol: relative accuracy = 1 - success rate (attacks), noisy / clean accuracy (noise)
+    tables = dict(authors_tables(rows))
+    assert len(tables) == 4
+    fgsm, pgd, noise, first = tables.values()
+    clean = stored("clean", "accuracy")["value"]
+
+    def cell(attack: str, e: float) -> str:
+        acc = stored(attack, "accuracy", e)["value"]
+        rel = acc / clean if attack == "noise" else 1 - stored(attack, "success_rate", e)["value"]
+        return f"{100 * rel:.1f} ({100 * acc:.1f})"
+
+    assert fgsm == (
+        ["model", "seeds", "eps=0.02", "eps=0.05"],
+        [["kh", "1", cell("fgsm-authors", 0.02), cell("fgsm-authors", 0.05)]],
+    )
+    assert pgd == (
+        ["model", "seeds", "eps=0.02", "eps=0.05"],
+        [["kh", "1", cell("pgd20-authors", 0.02), cell("pgd20-authors", 0.05)]],
+    )
+    assert noise == (
+        ["model", "seeds", "sigma=0.05", "sigma=0.3"],
+        [["kh", "1", cell("noise", 0.05), cell("noise", 0.3)]],
+    )
+    l2, min_eps = stored("fgsm-min-authors", "median_l2"), stored("fgsm-min-authors", "median_min_eps")
+    fooled = f"{l2['n']}/{stored('fgsm-min-authors', 'success_rate')['n']}"
+    assert first[1] == [["kh", "1", f"{l2['value']:.3f}", f"{min_eps['value']:.4f}", fooled]]
+    assert l2["n"] > 0
+
+    md = (build_report(store, "hebb", tmp_path / "reports") / "report.md").read_text()
+    assert "The authors' protocol, FGSM" in md and "Krotov-Hopfield layer: units within 0.01" in md
+    assert "| " + " | ".join(fgsm[1][0]) + " |" in md and "| " + " | ".join(row) + " |" in md
+
+
+def test_convergence_table_over_seeds_and_older_checkpoints():
+    def row(model, seed, metric, value, history=None, attack="kh-convergence", eps=None):
+        params = {"epochs": 20, "history": history or []} if attack == "kh-convergence" else {}
+        return {"model": model, "seed": seed, "attack": attack, "metric": metric, "eps": eps, "value": value,
+                "run_id": 1, "params": params}  # fmt: skip
+
+    rows = [
+        row("kh", 0, "converged_fraction", 0.95, [0.5] * 19 + [0.95]),
+        row("kh", 0, "layer_converged", 1.0),
+        row("kh", 1, "converged_fraction", 0.85, [0.3] * 19 + [0.85]),
+        row("kh", 1, "layer_converged", 0.0),
+        row("kh", 0, "alpha", 3.0, attack="spectrum"),
+        row("kh", 1, "alpha", 4.0, attack="spectrum"),
+        row("old", 0, "converged_fraction", 0.97),  # a checkpoint from before the history: no per-epoch cell
+        row("old", 0, "layer_converged", 1.0),
+        row("bp", 0, "alpha", 2.0, attack="spectrum"),  # no KH layer: not in the table
+    ]
+    kh, old = convergence_table(rows)[1]
+    assert kh[:6] == ["kh", "2", "20", "90.0 ± 7.1", "1 of 2 seeds", "1: 40.0, 2: 40.0, 5: 40.0, 10: 40.0, 20: 90.0"]
+    not_converged = "(90.0 ± 7.1% of units at epoch 20; the authors require more than 90%)"
+    assert kh[6:] == ["3.500 ± 0.707", "—", f"not judged: the KH layer has not converged {not_converged}"]
+    assert old[:6] == ["old", "1", "20", "97.0", "yes", "— (not kept: a checkpoint older than the history)"]
+    assert old[8] == "judged on a converged layer: alpha —"
+    assert convergence_table([row("bp", 0, "alpha", 2.0, attack="spectrum")]) is None
+    assert authors_tables(rows) == []
+
+
 # ----------------------------------------------------------------------------------------------
 # The CLI verb
 # ----------------------------------------------------------------------------------------------
@@ -469,6 +690,22 @@ def test_configs_are_valid_and_listed():
             labels = {v.spec.label for v in expand_sweep(spec)}
             assert {"backprop", "kh"} <= labels and any("spectral" in label for label in labels)
             assert spec.reductions and spec.evaluate.suite == "full"
+            # the authors' protocol beside the suite: their half-decade grid (1e-6 .. 10^-1.5 in their units, one
+            # factor to pixels), never at the suite's eps (so it never enters the suite's worst case or checks)
+            ev = spec.evaluate
+            by_label = {}
+            for a in ev.attacks:
+                by_label.setdefault(a.label, []).append(a)
+            (fgsm,), pgd, (first,) = by_label["fgsm-authors"], by_label["pgd20-authors"], by_label["fgsm-min-authors"]
+            grid = fgsm.eps
+            assert len(grid) == 10 and not fgsm.adaptive and not first.adaptive
+            assert all(b / a == pytest.approx(10**0.5, rel=0.01) for a, b in itertools.pairwise(grid))
+            assert not any(math.isclose(e, s) for e in grid for s in ev.eps)
+            small, big = pgd
+            assert small.params == {"steps": 20, "rel_step_size": 0.1, "random_start": False} and not small.adaptive
+            assert big.params == {"steps": 20, "step_size": grid[8], "random_start": False} and big.eps == grid[8:]
+            assert set(small.eps) <= set(grid[:8]) and first.params["max_eps"] == grid[-1]
+            assert len(ev.noise_sigmas) == 10 and ev.noise_sigmas[0] == grid[0]
 
 
 def test_pruning_zeroes_the_unconverged_units():

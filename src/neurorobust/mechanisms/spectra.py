@@ -15,7 +15,9 @@ output, captured with a forward hook; name a linear layer to get pre-activations
 (Holzhausen et al.'s ``cov_spectrum`` and Figure 2-3 notebook, DESIGN §9), with the slope's
 standard error as the fit error: :math:`\lambda_n \propto n^{-\alpha}`. Stringer et al. found
 :math:`\alpha \approx 1` in mouse V1 and showed that a representation of :math:`d`-dimensional
-stimuli is differentiable (smooth) only if :math:`\alpha > 1 + 2/d`.
+stimuli is differentiable (smooth) only if :math:`\alpha > 1 + 2/d`. The authors also measure
+alpha on :math:`N(0, 1)` images fed to the layer itself, fitted over ranks 11-100
+(:func:`gaussian_alpha_rows`): a spectrum that does not inherit the low dimension of the data.
 
 Caveats handled (each raises a warning and is stored with the result): with :math:`N \le U`
 samples the covariance has rank at most :math:`N - 1` and every eigenvalue past it is zero; a
@@ -63,6 +65,7 @@ code github.com/holzhauk/LocalLearning (``Statistics.py``, ``Regularizers.py``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -78,6 +81,7 @@ from ..modes import eval_mode
 __all__ = [
     "DEFAULT_RANKS",
     "MAX_UNITS",
+    "NOISE_RANKS",
     "ZERO",
     "PowerLawFit",
     "Regularised",
@@ -86,6 +90,7 @@ __all__ = [
     "alpha_rows",
     "covariance_spectrum",
     "fit_power_law",
+    "gaussian_alpha_rows",
     "jacobian_penalty",
     "layer_module",
     "layer_names",
@@ -95,6 +100,8 @@ __all__ = [
 
 #: The rank range of the fit (1-based, inclusive), as the authors fit alpha.
 DEFAULT_RANKS = (11, 500)
+#: The rank range of the fit on N(0, 1) images, as the authors fit it (``win_gauss=(10, 100)``).
+NOISE_RANKS = (11, 100)
 #: Largest layer whose covariance we form (U x U in float64).
 MAX_UNITS = 8192
 #: Eigenvalues below this fraction of lambda_1 count as zero (rank deficiency, round-off).
@@ -334,10 +341,44 @@ def alpha_rows(
     if max_samples < len(x):
         idx = balanced_subset(y, max_samples, seed=0)
         x = x[idx]
-    res = layer_spectrum(model, x, layer, ranks=ranks)
+    return _spectrum_rows(layer_spectrum(model, x, layer, ranks=ranks), "spectrum", layer)
+
+
+def gaussian_alpha_rows(
+    module: nn.Module,
+    input_shape: Sequence[int],
+    *,
+    layer: str,
+    samples: int = 10000,
+    ranks: tuple[int, int] = NOISE_RANKS,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Result-row fields (attack ``spectrum-gaussian``, metrics ``alpha`` and ``alpha_fit_se``) for the
+    output of ``module`` (the model's layer named ``layer``) over ``samples`` images of ``input_shape``
+    drawn from N(0, 1), flattened.
+
+    As the authors probe their layers (``GaussianData`` in their Figure 2-3 notebook): the noise images go
+    into the layer itself, without the model's input normalisation (theirs lived in the data loader),
+    and the fit runs over ranks 11-100 (:data:`NOISE_RANKS`). The draw is seeded with ``seed``, so every
+    model of an experiment is probed with the same images.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise InvalidParameterError("samples", "gaussian_alpha_rows", "an int in [2, inf)", samples)
+    z = torch.randn(samples, *input_shape, generator=torch.Generator().manual_seed(seed))
+    # the layer may hold only buffers (the Krotov-Hopfield synapses): the images go where its tensors are
+    where = next(itertools.chain(module.parameters(), module.buffers()), z)
+    probe = nn.Sequential(nn.Flatten(), module)
+    res = layer_spectrum(probe, z.to(where.device), "1", ranks=ranks)
+    return _spectrum_rows(res, "spectrum-gaussian", layer, inputs="N(0, 1) images, not normalised")
+
+
+def _spectrum_rows(res: SpectrumResult, attack: str, layer: str, **extra: Any) -> list[dict[str, Any]]:
+    """The alpha and fit-error rows of one measured spectrum (the alpha row's params hold the fit, the
+    caveats and the normalised spectrum, first 1,000 ranks, 4 significant digits)."""
     spectrum = [float(f"{v:.4g}") for v in res.normalised()[:1000].tolist()]
     params = {
         "layer": layer,
+        **extra,
         "ranks": list(res.fit.ranks),
         "alpha_se": round(res.fit.alpha_se, 6),
         "intercept": round(res.fit.intercept, 6),
@@ -348,13 +389,13 @@ def alpha_rows(
         "spectrum": spectrum,
     }
     return [
-        {"attack": "spectrum", "metric": "alpha", "value": res.alpha, "n": res.samples, "params": params},
+        {"attack": attack, "metric": "alpha", "value": res.alpha, "n": res.samples, "params": params},
         {
-            "attack": "spectrum",
+            "attack": attack,
             "metric": "alpha_fit_se",
             "value": res.fit.alpha_se,
             "n": res.samples,
-            "params": {"layer": layer, "ranks": list(res.fit.ranks)},
+            "params": {"layer": layer, **extra, "ranks": list(res.fit.ranks)},
         },
     ]
 

@@ -4,13 +4,17 @@ Everything drawn here comes from stored rows (the alpha rows of
 :func:`~neurorobust.mechanisms.spectra.alpha_rows` hold the normalised spectrum) or from a model
 handed in: :func:`plot_spectra` (also what ``neurorobust spectrum`` draws), :func:`plot_weights`
 (the hidden units' synapses of a ``kh_net`` / ``shlp``), and the report's section,
-:func:`report_items` = the alpha table (:func:`alpha_table`) and the figures of
-:func:`report_figures` (``spectra.png``, ``alpha_robustness.png``).
+:func:`report_items` = the alpha table (:func:`alpha_table`), the Krotov-Hopfield layer's convergence
+and the verdict it allows on "alpha near 1" (:func:`convergence_table`), the authors' attack protocol
+(:func:`authors_tables`: FGSM and PGD-20 sweeps, relative accuracy, the noise sweep, the median
+||dx||_2 at each image's first fooling eps) and the figures of :func:`report_figures`
+(``spectra.png``, ``alpha_robustness.png``).
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,10 +27,30 @@ from ...plotting import plt
 from ..tables import mean_sd_text
 from . import ReportContext, Reporter, ReportItem, register_reporter
 
-__all__ = ["HebbianReporter", "alpha_table", "plot_spectra", "plot_weights", "report_figures", "report_items"]
+__all__ = [
+    "AUTHORS_ATTACKS",
+    "HebbianReporter",
+    "alpha_table",
+    "authors_tables",
+    "convergence_table",
+    "plot_spectra",
+    "plot_weights",
+    "report_figures",
+    "report_items",
+]
 
 _Key = tuple[str, str, float | None]  # (attack, metric, eps)
 _ALPHA: _Key = ("spectrum", "alpha", None)
+_GAUSSIAN_ALPHA: _Key = ("spectrum-gaussian", "alpha", None)
+_CONVERGED: _Key = ("kh-convergence", "converged_fraction", None)
+_LAYER_CONVERGED: _Key = ("kh-convergence", "layer_converged", None)
+_CLEAN: _Key = ("clean", "accuracy", None)
+#: The attack labels of the authors' protocol rows (configs/hebbian_*.toml) and their names in the report.
+AUTHORS_ATTACKS = {"fgsm-authors": "FGSM", "pgd20-authors": "PGD-20"}
+#: The label of FGSM's first fooling eps per image (``fgsm-min``), whose median ||dx||_2 the authors report.
+FIRST_FOOLING = "fgsm-min-authors"
+#: Epochs shown in the convergence table's per-epoch cell (those within the run, and always its last).
+_SHOWN_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
 @register_reporter("hebbian", paper="Holzhausen et al. (Krotov & Hopfield 2019 learning rule)")
@@ -176,13 +200,16 @@ def report_figures(rows: list[dict[str, Any]], outdir: str | Path) -> list[tuple
 
 
 def alpha_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
-    """Per model: seeds, alpha (mean ± sd over seeds), the fit's standard error, clean and worst-case
-    robust accuracy (%) at every eps, and the masking verdicts; ``None`` without spectrum rows."""
+    """Per model: seeds, alpha (mean ± sd over seeds), the fit's standard error, alpha on N(0, 1) images
+    (when measured), clean and worst-case robust accuracy (%) at every eps, and the masking verdicts;
+    ``None`` without spectrum rows."""
     cells = {k: v for k, v in _per_seed(rows).items() if _ALPHA in v}
     if not cells:
         return None
     eps_values = sorted({k[2] for cell in cells.values() for k in cell if k[0] == "worst-case" and k[2] is not None})
-    header = ["model", "seeds", "alpha", "fit se", "clean acc (%)"] + [f"worst case eps={e:g} (%)" for e in eps_values]
+    gaussian = any(_GAUSSIAN_ALPHA in cell for cell in cells.values())
+    header = ["model", "seeds", "alpha", "fit se"] + (["alpha N(0, 1)"] if gaussian else []) + ["clean acc (%)"]
+    header += [f"worst case eps={e:g} (%)" for e in eps_values]
     header.append("verdict")
     body = []
     for model in sorted({m for m, _ in cells}):
@@ -204,20 +231,182 @@ def alpha_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]
                 str(len(seeds)),
                 mean_sd_text(values(_ALPHA)),
                 mean_sd_text(values(("spectrum", "alpha_fit_se", None))),
-                mean_sd_text(values(("clean", "accuracy", None)), digits=1, scale=100.0),
             ]
+            + ([mean_sd_text(values(_GAUSSIAN_ALPHA))] if gaussian else [])
+            + [mean_sd_text(values(_CLEAN), digits=1, scale=100.0)]
             + [mean_sd_text(values(("worst-case", "accuracy", e)), digits=1, scale=100.0) for e in eps_values]
             + ["; ".join(verdicts) or "—"]
         )
     return header, body
 
 
+def convergence_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
+    """Per model with a Krotov-Hopfield layer: seeds, its unsupervised epochs, the fraction of units on
+    the sphere after the last epoch (%, mean ± sd over seeds), whether the layer converged by the
+    authors' criterion (every seed: more than 90% of units within 0.01 of R), the fraction after
+    some epochs (mean over seeds), alpha on test and on N(0, 1) images, and what may be said of
+    "alpha near 1": not judged while any seed's layer has not converged. ``None`` without
+    ``kh-convergence`` rows."""
+    cells = {k: v for k, v in _per_seed(rows).items() if _CONVERGED in v}
+    if not cells:
+        return None
+    header = [
+        "model",
+        "seeds",
+        "KH epochs",
+        "converged units, last epoch (%)",
+        "layer converged (> 90%)",
+        "converged units by epoch (%)",
+        "alpha",
+        "alpha N(0, 1)",
+        "alpha near 1",
+    ]
+    body = []
+    for model in sorted({m for m, _ in cells}):
+        seeds = [cell for (m, _s), cell in cells.items() if m == model]
+        fractions = [c[_CONVERGED]["value"] for c in seeds]
+        params = [c[_CONVERGED]["params"] for c in seeds]
+        epochs = sorted({p.get("epochs") for p in params}, key=str)
+        passed = [c[_LAYER_CONVERGED]["value"] >= 0.5 for c in seeds if _LAYER_CONVERGED in c]
+        verdict = "yes" if passed and all(passed) else "no" if passed else "—"
+        if len(passed) > 1 and 0 < sum(passed) < len(passed):
+            verdict = f"{sum(passed)} of {len(passed)} seeds"
+        histories = [p.get("history") or [] for p in params]
+        by_epoch = "— (not kept: a checkpoint older than the history)"
+        if all(histories) and len({len(h) for h in histories}) == 1:
+            n = len(histories[0])
+            shown = sorted({e for e in _SHOWN_EPOCHS if e <= n} | {n})
+            by_epoch = ", ".join(f"{e}: {100 * statistics.mean(h[e - 1] for h in histories):.1f}" for e in shown)
+        alphas = [c[_ALPHA]["value"] for c in seeds if _ALPHA in c]
+        if passed and all(passed):
+            near_one = f"judged on a converged layer: alpha {mean_sd_text(alphas)}"
+        else:
+            last = "/".join(str(e) for e in epochs)
+            near_one = (
+                f"not judged: the KH layer has not converged ({mean_sd_text(fractions, digits=1, scale=100.0)}% "
+                f"of units at epoch {last}; the authors require more than 90%)"
+            )
+        body.append(
+            [
+                model,
+                str(len(seeds)),
+                "/".join(str(e) for e in epochs),
+                mean_sd_text(fractions, digits=1, scale=100.0),
+                verdict,
+                by_epoch,
+                mean_sd_text(alphas),
+                mean_sd_text([c[_GAUSSIAN_ALPHA]["value"] for c in seeds if _GAUSSIAN_ALPHA in c]),
+                near_one,
+            ]
+        )
+    return header, body
+
+
+_Table = tuple[list[str], list[list[str]]]
+_Cells = dict[tuple[str, int | None], dict[_Key, dict[str, Any]]]
+
+
+def authors_tables(rows: list[dict[str, Any]]) -> list[tuple[str, _Table]]:
+    """The authors' protocol rows as ``(title, (header, body))`` tables; empty without them.
+
+    One table per attack of :data:`AUTHORS_ATTACKS` and one for the Gaussian noise sweep (shown with
+    them): per model, the relative accuracy (robust / clean, %) at each eps or sigma, with the
+    accuracy (%) in parentheses, each the mean over seeds. For an attack, the relative accuracy is
+    the fraction of the clean-correct images it does not fool (1 - ``success_rate``: the authors
+    attack only those); for noise, the noisy accuracy over the clean accuracy on the same images. Then
+    per model the median ||dx||_2 and the median eps of FGSM's first fooling eps per image
+    (:data:`FIRST_FOOLING`), with how many of the clean-correct images it fooled.
+    """
+    cells = _per_seed(rows)
+    attacks = [a for a in AUTHORS_ATTACKS if any(k[0] == a for cell in cells.values() for k in cell)]
+    tables = []
+    for attack in [*attacks, *(["noise"] if attacks else [])]:
+        name, unit = AUTHORS_ATTACKS.get(attack, "Gaussian noise"), "eps" if attack != "noise" else "sigma"
+        title = (
+            f"The authors' protocol, {name}: relative accuracy (robust / clean, %) and accuracy (%) at their {unit} "
+            "in pixel units (their L3-normalised values times the median test-image L3 norm)"
+        )
+        tables.append((title, _sweep_table(cells, attack, unit)))
+    first = _first_fooling_table(cells)
+    if first is not None:
+        title = (
+            "The authors' protocol: median ||dx||_2 (pixel units) of FGSM's adversarial at each image's first "
+            "fooling eps, over the images it fools up to their largest eps (fooled / clean-correct)"
+        )
+        tables.append((title, first))
+    return tables
+
+
+def _sweep_table(cells: _Cells, attack: str, unit: str) -> _Table:
+    """Per model with rows of ``attack``: relative accuracy (accuracy) in % at each eps, means over seeds."""
+    keys = {k for cell in cells.values() for k in cell if k[:2] == (attack, "accuracy")}
+    eps_values = sorted(k[2] for k in keys if k[2] is not None)
+    header = ["model", "seeds"] + [f"{unit}={e:.3g}" for e in eps_values]
+    body = []
+    for model in sorted({m for (m, _s), cell in cells.items() if any(k[0] == attack for k in cell)}):
+        seeds = [cell for (m, _s), cell in cells.items() if m == model and any(k[0] == attack for k in cell)]
+        row = [model, str(len(seeds))]
+        for e in eps_values:
+            acc = [c[(attack, "accuracy", e)]["value"] for c in seeds if (attack, "accuracy", e) in c]
+            rel = [v for v in (_relative(c, attack, e) for c in seeds) if v is not None]
+            row.append(f"{100 * statistics.mean(rel):.1f} ({100 * statistics.mean(acc):.1f})" if rel and acc else "—")
+        body.append(row)
+    return header, body
+
+
+def _relative(cell: dict[_Key, dict[str, Any]], attack: str, eps: float) -> float | None:
+    """Robust / clean accuracy of one seed: 1 - success rate for an attack (its success rate is over the
+    clean-correct images), the noisy over the clean accuracy for noise; ``None`` when not stored."""
+    if attack != "noise":
+        r = cell.get((attack, "success_rate", eps))
+        return None if r is None or r["value"] is None else 1.0 - r["value"]
+    noisy, clean = cell.get(("noise", "accuracy", eps)), cell.get(_CLEAN)
+    if noisy is None or clean is None or not clean["value"]:
+        return None
+    return noisy["value"] / clean["value"]
+
+
+def _first_fooling_table(cells: _Cells) -> _Table | None:
+    """Per model: median ||dx||_2 and median eps of :data:`FIRST_FOOLING` (mean ± sd over seeds), and per
+    seed the images it fooled out of the clean-correct ones; ``None`` without its rows."""
+    l2, eps, rate = ((FIRST_FOOLING, m, None) for m in ("median_l2", "median_min_eps", "success_rate"))
+    first = {k: v for k, v in cells.items() if l2 in v}
+    if not first:
+        return None
+    body = []
+    for model in sorted({m for m, _ in first}):
+        seeds = [cell for (m, _s), cell in first.items() if m == model]
+        fooled = [f"{c[l2]['n']}/{c[rate]['n']}" if rate in c else str(c[l2]["n"]) for c in seeds]
+        body.append(
+            [
+                model,
+                str(len(seeds)),
+                mean_sd_text([c[l2]["value"] for c in seeds if c[l2]["value"] is not None]),
+                mean_sd_text([c[eps]["value"] for c in seeds if eps in c and c[eps]["value"] is not None], digits=4),
+                ", ".join(fooled),
+            ]
+        )
+    return ["model", "seeds", "median ||dx||_2", "median first fooling eps", "images fooled"], body
+
+
 def report_items(rows: list[dict[str, Any]], outdir: str | Path) -> list[ReportItem]:
-    """The report's spectrum section, as ``(kind, title, payload)`` items: the alpha table and the
-    figures of :func:`report_figures` (file names relative to ``outdir``)."""
+    """The report's spectrum section, as ``(kind, title, payload)`` items: the alpha table, the
+    Krotov-Hopfield convergence table, the authors' protocol tables and the figures of
+    :func:`report_figures` (file names relative to ``outdir``)."""
     items: list[ReportItem] = []
     table = alpha_table(rows)
     if table is not None:
         items.append(("table", "Alpha of the hidden pre-activations, clean and worst-case robust accuracy", table))
+    convergence = convergence_table(rows)
+    if convergence is not None:
+        items.append(
+            (
+                "table",
+                "Krotov-Hopfield layer: units within 0.01 of the sphere ||W||_p = R after each unsupervised "
+                "epoch (the authors' convergence criterion), and what it allows on alpha near 1",
+                convergence,
+            )
+        )
+    items += [("table", title, payload) for title, payload in authors_tables(rows)]
     items += [("figure", title, path.name) for title, path in report_figures(rows, outdir)]
     return items
