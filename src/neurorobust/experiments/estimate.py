@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..data import Dataset, balanced_subset, load_dataset
-from ..specs import ExperimentSpec, eval_key, load_spec, train_key
+from ..specs import ExperimentSpec, canonical_experiment, eval_key, load_spec, train_key
 from ..store import ResultsStore
 from ..training import checkpoint_paths, fit
 from ..training.adversarial import AdversarialObjective
@@ -299,7 +299,11 @@ def save_estimate(estimate: SpecEstimate, runs_dir: str | Path | None = None) ->
 
 
 def tier_times(
-    configs: list[Path], *, store_path: str | Path | None = None, runs_dir: str | Path | None = None
+    configs: list[Path],
+    *,
+    store_path: str | Path | None = None,
+    runs_dir: str | Path | None = None,
+    store: ResultsStore | None = None,
 ) -> dict[str, dict[str, str]]:
     """Each experiment's time per tier (``default``, ``full``), as text, without building a model.
 
@@ -315,10 +319,13 @@ def tier_times(
         cached = {}
     stored: dict[str, list[dict[str, Any]]] = {}
     store_file = Path(store_path) if store_path is not None else None
-    if store_file is not None and store_file.is_file():
+    if store is not None:  # an open store, e.g. the user's merged over the shipped results
+        for run in store.runs(status="done"):
+            stored.setdefault(canonical_experiment(run["name"]), []).append(run)
+    elif store_file is not None and store_file.is_file():
         with ResultsStore(store_file) as st:
             for run in st.runs(status="done"):
-                stored.setdefault(run["name"], []).append(run)
+                stored.setdefault(canonical_experiment(run["name"]), []).append(run)
     out: dict[str, dict[str, str]] = {}
     for path in configs:
         out[path.stem] = {}
